@@ -1,0 +1,6 @@
+"""fastgw: a fast AI gateway."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+__all__ = ["__version__"]
