@@ -1,0 +1,36 @@
+"""Shared pytest fixtures. Each component keeps its fixtures in its own marked section."""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+import pytest
+
+# === fastgw._core.sse twins ===================================================================
+# `sse_impl` is the pure-Python reference and the compiled twin in turn; the compiled param is
+# skipped when FASTGW_NO_EXTENSIONS is set or the extension is not built.
+
+
+@pytest.fixture(
+    scope="session",
+    params=[
+        pytest.param("fastgw._core._sse_py", id="pure-python"),
+        pytest.param("fastgw._core._sse_c", id="c-extension"),
+    ],
+)
+def sse_impl(request: pytest.FixtureRequest) -> ModuleType:
+    name: str = request.param
+    if name.endswith("_c"):
+        from fastgw._core import NO_EXTENSIONS
+
+        if NO_EXTENSIONS:
+            pytest.skip("FASTGW_NO_EXTENSIONS is set: compiled twin disabled")
+        try:
+            return importlib.import_module(name)
+        except ImportError as exc:
+            pytest.skip(f"compiled twin {name} is not built ({exc})")
+    return importlib.import_module(name)
+
+
+# === end fastgw._core.sse twins ===============================================================
