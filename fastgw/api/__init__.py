@@ -1,0 +1,1 @@
+"""Wire types of the public APIs (OpenAI-compatible) and the gateway's error model."""

@@ -1,0 +1,384 @@
+"""ASGI entry point: routes, lifespan (per-worker upstream session and state), error boundary.
+
+Granian imports ``fastgw.app:app``. Each worker builds its runtime on lifespan start-up from
+the configuration named by ``FASTGW_CONFIG`` (or the embedded default) — see
+``fastgw.config.resolve_config``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+import traceback
+from collections.abc import Awaitable, Callable
+
+import aiohttp
+import msgspec
+
+from . import __version__
+from ._core import sse
+from .api.errors import GatewayError, not_found
+from .api.openai import Endpoint, ParsedRequest, parse_request
+from .asgi import ASGIApp, Message, Receive, Scope, Send
+from .config import GatewayConfig, resolve_config
+from .routing import Router, Target
+from .routing import upstream as up
+
+Headers = list[tuple[bytes, bytes]]
+Handler = Callable[[Scope, Receive, Send, bytes], Awaitable[None]]
+
+_JSON = (b"content-type", b"application/json")
+_SSE_HEADERS: Headers = [
+    (b"content-type", b"text/event-stream"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+_DONE = b"data: [DONE]\n\n"
+_END: Message = {"type": "http.response.body", "body": b"", "more_body": False}
+_encoder = msgspec.json.Encoder()
+
+
+def _request_id(value: bytes | None) -> bytes:
+    """The client's x-request-id when it is sane (≤128 visible ASCII chars), else a new one."""
+    if value and len(value) <= 128 and all(0x21 <= c <= 0x7E for c in value):
+        return value
+    return os.urandom(12).hex().encode()
+
+
+class Gateway:
+    """The gateway of one worker: config, router, one upstream session."""
+
+    def __init__(self, cfg: GatewayConfig, source: str = "config") -> None:
+        self.cfg = cfg
+        self.source = source
+        self.router = Router(cfg)
+        self.max_body = cfg.server.max_body_bytes
+        self.max_event = cfg.server.max_event_bytes
+        self.session: aiohttp.ClientSession | None = None
+        self.demo: ASGIApp | None = None
+        if cfg.server.demo_upstream:
+            from .mock.asgi import make_asgi_app
+
+            self.demo = make_asgi_app("/_demo")
+        self.routes: dict[str, tuple[str, Handler]] = {
+            "/v1/chat/completions": ("POST", self._proxy_chat),
+            "/v1/completions": ("POST", self._proxy_completions),
+            "/v1/embeddings": ("POST", self._proxy_embeddings),
+            "/v1/models": ("GET", self._models),
+            "/healthz": ("GET", self._healthz),
+            "/readyz": ("GET", self._readyz),
+        }
+        self._models_body = _encoder.encode(
+            {
+                "object": "list",
+                "data": [
+                    {"id": name, "object": "model", "created": 0, "owned_by": provider}
+                    for name, provider in self.router.public_models()
+                ],
+            }
+        )
+
+    # -- lifespan -------------------------------------------------------------------------
+
+    async def startup(self) -> None:
+        limit = max((p.max_connections for p in self.cfg.providers.values()), default=100)
+        connector = aiohttp.TCPConnector(
+            limit=limit, limit_per_host=0, ttl_dns_cache=300, keepalive_timeout=30
+        )
+        self.session = aiohttp.ClientSession(
+            connector=connector,
+            auto_decompress=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            skip_auto_headers=("User-Agent",),
+            read_bufsize=2**16,
+        )
+
+    async def shutdown(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+            self.session = None
+
+    # -- ASGI -----------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope["path"]
+        request_id = b""
+        content_length = -1
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                request_id = value
+            elif name == b"content-length":
+                content_length = int(value) if value.isdigit() else -1
+        ctx_id = _request_id(request_id)
+        route = self.routes.get(path)
+        try:
+            if route is None:
+                if self.demo is not None and path.startswith("/_demo/"):
+                    await self.demo(scope, receive, send)
+                    return
+                raise not_found(f"Unknown path: {path}", code="unknown_url")
+            method, handler = route
+            if scope["method"] != method:
+                raise GatewayError(
+                    405,
+                    f"Method {scope['method']} is not allowed on {path}; use {method}.",
+                    code="method_not_allowed",
+                    headers=[(b"allow", method.encode())],
+                )
+            if method == "POST":
+                body = await self._read_body(receive, content_length)
+            else:
+                body = b""
+            scope["fastgw.request_id"] = ctx_id
+            await handler(scope, receive, send, body)
+        except GatewayError as err:
+            await self._send_error(send, err, ctx_id)
+        except Exception:  # the error boundary: log, answer 500 without details
+            sys.stderr.write(f"fastgw: internal error, request {ctx_id.decode()}\n")
+            traceback.print_exc()
+            internal = GatewayError(
+                500, "Internal gateway error.", "internal_error", "internal_error"
+            )
+            with contextlib.suppress(Exception):  # fails only if the response had started
+                await self._send_error(send, internal, ctx_id)
+
+    async def _read_body(self, receive: Receive, content_length: int) -> bytes:
+        limit = self.max_body
+        if content_length > limit:
+            raise self._too_large()
+        msg = await receive()
+        body: bytes = msg.get("body", b"")
+        if not msg.get("more_body", False):
+            if len(body) > limit:
+                raise self._too_large()
+            return body
+        parts = [body]
+        size = len(body)
+        while True:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                raise GatewayError(400, "Client disconnected while sending the body.")
+            chunk = msg.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise self._too_large()
+            parts.append(chunk)
+            if not msg.get("more_body", False):
+                return b"".join(parts)
+
+    def _too_large(self) -> GatewayError:
+        return GatewayError(
+            413,
+            f"Request body is larger than the gateway's limit of {self.max_body} bytes.",
+            code="request_too_large",
+        )
+
+    async def _send_error(self, send: Send, err: GatewayError, request_id: bytes) -> None:
+        body = err.body()
+        headers = [
+            _JSON,
+            (b"content-length", str(len(body)).encode()),
+            (b"x-request-id", request_id),
+        ]
+        headers.extend(err.headers)
+        await send({"type": "http.response.start", "status": err.status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _send_json(self, send: Send, status: int, body: bytes, headers: Headers) -> None:
+        headers.append((b"content-length", str(len(body)).encode()))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    # -- simple routes --------------------------------------------------------------------
+
+    async def _models(self, scope: Scope, receive: Receive, send: Send, body: bytes) -> None:
+        rid = scope["fastgw.request_id"]
+        await self._send_json(send, 200, self._models_body, [_JSON, (b"x-request-id", rid)])
+
+    async def _healthz(self, scope: Scope, receive: Receive, send: Send, body: bytes) -> None:
+        rid = scope["fastgw.request_id"]
+        await self._send_json(send, 200, b'{"status":"ok"}', [_JSON, (b"x-request-id", rid)])
+
+    async def _readyz(self, scope: Scope, receive: Receive, send: Send, body: bytes) -> None:
+        ready = self.session is not None and not self.session.closed
+        detail = {
+            "status": "ready" if ready else "starting",
+            "version": __version__,
+            "core": "compiled" if sse.COMPILED else "pure-python",
+            "config": self.source,
+            "providers": sorted(self.router.providers),
+            "models": len(self.cfg.models),
+        }
+        rid = scope["fastgw.request_id"]
+        await self._send_json(
+            send, 200 if ready else 503, _encoder.encode(detail), [_JSON, (b"x-request-id", rid)]
+        )
+
+    # -- the proxy ------------------------------------------------------------------------
+
+    async def _proxy_chat(self, scope: Scope, receive: Receive, send: Send, body: bytes) -> None:
+        await self._proxy(scope, receive, send, parse_request(Endpoint.CHAT, body))
+
+    async def _proxy_completions(
+        self, scope: Scope, receive: Receive, send: Send, body: bytes
+    ) -> None:
+        await self._proxy(scope, receive, send, parse_request(Endpoint.COMPLETIONS, body))
+
+    async def _proxy_embeddings(
+        self, scope: Scope, receive: Receive, send: Send, body: bytes
+    ) -> None:
+        await self._proxy(scope, receive, send, parse_request(Endpoint.EMBEDDINGS, body))
+
+    async def _proxy(self, scope: Scope, receive: Receive, send: Send, req: ParsedRequest) -> None:
+        found = self.router.resolve(req.model)
+        if found is None:
+            raise not_found(
+                f"The model '{req.model}' does not exist on this gateway.",
+                code="model_not_found",
+                param="model",
+            )
+        route, default_model = found
+        target = route.targets[0]
+        session = self.session
+        if session is None:
+            raise GatewayError(503, "The gateway is starting.", "unavailable", "not_ready")
+        rid: bytes = scope["fastgw.request_id"]
+        ureq = target.provider.build_request(req, target.model or default_model, rid.decode())
+        resp = await up.send(session, target, ureq)
+        if req.stream and resp.status < 400:
+            await self._relay_stream(receive, send, target, resp, ureq.inject_usage, rid)
+            return
+        try:
+            data = await resp.read()
+        except (aiohttp.ClientError, TimeoutError) as e:
+            raise up.transport_error(e, target, "request") from None
+        finally:
+            resp.release()
+        if resp.status >= 400:
+            raise up.error_response(target, resp, data)
+        ctype = resp.headers.get("content-type", "application/json").encode("latin-1")
+        await self._send_json(
+            send,
+            resp.status,
+            data,
+            [
+                (b"content-type", ctype),
+                (b"x-request-id", rid),
+                (b"x-fastgw-provider", target.provider_header),
+            ],
+        )
+
+    async def _relay_stream(
+        self,
+        receive: Receive,
+        send: Send,
+        target: Target,
+        resp: aiohttp.ClientResponse,
+        drop_usage: bool,
+        rid: bytes,
+    ) -> None:
+        """Relay an SSE stream event by event; a client disconnect cancels the upstream."""
+        task = asyncio.current_task()
+        assert task is not None
+        disconnected = False
+
+        async def watch() -> None:
+            nonlocal disconnected
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            disconnected = True
+            task.cancel()
+
+        watcher = asyncio.get_running_loop().create_task(watch())
+        filt = sse.StreamFilter(drop_usage, self.max_event)
+        content = resp.content
+        try:
+            headers = [
+                *_SSE_HEADERS,
+                (b"x-request-id", rid),
+                (b"x-fastgw-provider", target.provider_header),
+            ]
+            await send({"type": "http.response.start", "status": resp.status, "headers": headers})
+            try:
+                while chunk := await content.readany():
+                    out = filt.feed(chunk)
+                    if out:
+                        await send({"type": "http.response.body", "body": out, "more_body": True})
+                tail = filt.flush()
+                if tail:
+                    await send({"type": "http.response.body", "body": tail, "more_body": True})
+            except (aiohttp.ClientError, TimeoutError, sse.EventTooLarge) as e:
+                if isinstance(e, sse.EventTooLarge):
+                    err = GatewayError(
+                        502,
+                        f"Provider '{target.provider.name}' sent a stream event larger than "
+                        f"{self.max_event} bytes.",
+                        "upstream_error",
+                        "upstream_event_too_large",
+                    )
+                else:
+                    err = up.transport_error(e, target, "stream")
+                await send(
+                    {
+                        "type": "http.response.body",
+                        "body": err.sse_event() + _DONE,
+                        "more_body": True,
+                    }
+                )
+            await send(_END)
+        except asyncio.CancelledError:
+            if not disconnected:
+                raise
+            task.uncancel()
+            resp.close()  # the client is gone: drop the upstream connection (cancels generation)
+        finally:
+            watcher.cancel()
+            resp.release()
+
+
+class App:
+    """The ASGI callable Granian serves: handles lifespan, then delegates to the Gateway."""
+
+    def __init__(self, gateway: Gateway | None = None) -> None:
+        self.gateway = gateway
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        gw = self.gateway
+        if scope["type"] == "http" and gw is not None:
+            await gw(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+        elif scope["type"] == "http":
+            await send({"type": "http.response.start", "status": 503, "headers": [_JSON]})
+            await send(
+                {
+                    "type": "http.response.body",
+                    "body": GatewayError(
+                        503, "The gateway is starting.", "unavailable", "not_ready"
+                    ).body(),
+                }
+            )
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            msg = await receive()
+            if msg["type"] == "lifespan.startup":
+                try:
+                    if self.gateway is None:
+                        cfg, source = resolve_config(os.environ.get("FASTGW_CONFIG") or None)
+                        self.gateway = Gateway(cfg, source)
+                    await self.gateway.startup()
+                except Exception as e:
+                    await send({"type": "lifespan.startup.failed", "message": str(e)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif msg["type"] == "lifespan.shutdown":
+                if self.gateway is not None:
+                    await self.gateway.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+app = App()

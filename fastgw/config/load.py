@@ -1,0 +1,280 @@
+"""Load, interpolate and validate a configuration, reporting every error with its path."""
+
+from __future__ import annotations
+
+import os
+import re
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import msgspec
+import yaml
+
+from .schema import GatewayConfig
+
+_ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used; ``errors`` holds one ``path: message`` per problem."""
+
+    def __init__(self, errors: list[str], source: str = "config") -> None:
+        self.errors = errors
+        self.source = source
+        super().__init__(f"{source}: " + "; ".join(errors))
+
+    def render(self) -> str:
+        lines = [f"{self.source}: {len(self.errors)} error(s)"]
+        lines.extend(f"  {e}" for e in self.errors)
+        return "\n".join(lines)
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from a number or a string like ``"250ms"``, ``"2s"``, ``"10m"``, ``"1h"``."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 30s, 500ms, 10m, got a boolean")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        m = _DURATION_RE.match(value)
+        if m is None:
+            raise ValueError(f"expected a duration such as 30s, 500ms, 10m, got {value!r}")
+        seconds = float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+    else:
+        raise ValueError(f"expected a duration such as 30s, 500ms, 10m, got {_kind(value)}")
+    if seconds <= 0:
+        raise ValueError("a duration must be greater than zero")
+    return seconds
+
+
+def _kind(value: object) -> str:
+    if value is None:
+        return "null"
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+class _Validator:
+    """Walks raw data against the Struct types, converting and collecting *every* error."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+        self.errors: list[str] = []
+
+    def fail(self, path: str, message: str) -> None:
+        self.errors.append(f"{path or '<root>'}: {message}")
+
+    def interpolate(self, value: str, path: str) -> str | None:
+        missing: list[str] = []
+
+        def sub(m: re.Match[str]) -> str:
+            name, default = m.group(1), m.group(2)
+            got = self.env.get(name)
+            if got is None or got == "":
+                if default is not None:
+                    return default
+                missing.append(name)
+                return ""
+            return got
+
+        out = _ENV_RE.sub(sub, value)
+        if missing:
+            self.fail(path, f"environment variable {', '.join(missing)} is not set")
+            return None
+        return out
+
+    def value(self, data: object, tp: Any, path: str) -> Any:
+        origin = typing.get_origin(tp)
+        if origin is typing.Annotated:
+            base, *meta = typing.get_args(tp)
+            if "duration" in meta:
+                if isinstance(data, str):
+                    data = self.interpolate(data, path)
+                    if data is None:
+                        return None
+                try:
+                    return parse_duration(data)
+                except ValueError as e:
+                    self.fail(path, str(e))
+                    return None
+            return self.value(data, base, path)
+        if origin in (typing.Union, types.UnionType):
+            args = typing.get_args(tp)
+            if data is None and type(None) in args:
+                return None
+            non_none = [a for a in args if a is not type(None)]
+            if len(non_none) == 1:
+                return self.value(data, non_none[0], path)
+            raise TypeError(f"unsupported union in schema: {tp}")  # pragma: no cover
+        if isinstance(tp, type) and issubclass(tp, msgspec.Struct):
+            return self.struct(data, tp, path)
+        if origin is dict:
+            if not isinstance(data, dict):
+                self.fail(path, f"expected a mapping, got {_kind(data)}")
+                return None
+            _, vt = typing.get_args(tp)
+            out = {}
+            for k, v in data.items():
+                if not isinstance(k, str):
+                    self.fail(path, f"keys must be strings, got {_kind(k)}")
+                    continue
+                out[k] = self.value(v, vt, _join(path, k))
+            return out
+        if origin is list:
+            if not isinstance(data, list):
+                self.fail(path, f"expected a list, got {_kind(data)}")
+                return None
+            (et,) = typing.get_args(tp)
+            return [self.value(v, et, f"{path}[{i}]") for i, v in enumerate(data)]
+        if origin is typing.Literal:
+            allowed = typing.get_args(tp)
+            if data not in allowed:
+                choices = ", ".join(repr(a) for a in allowed)
+                self.fail(path, f"expected one of {choices}, got {data!r}")
+                return None
+            return data
+        if isinstance(data, str) and tp is not str:
+            interpolated = self.interpolate(data, path)
+            if interpolated is None:
+                return None
+            try:  # "${PORT}" and friends: a YAML scalar from a string
+                data = yaml.safe_load(interpolated)
+            except yaml.YAMLError:
+                data = interpolated
+        if tp is str:
+            if not isinstance(data, str):
+                self.fail(path, f"expected a string, got {_kind(data)}")
+                return None
+            return self.interpolate(data, path)
+        if tp is bool:
+            if not isinstance(data, bool):
+                self.fail(path, f"expected true or false, got {_kind(data)}")
+                return None
+            return data
+        if tp is int:
+            if isinstance(data, bool) or not isinstance(data, int):
+                self.fail(path, f"expected an integer, got {_kind(data)}")
+                return None
+            return data
+        if tp is float:
+            if isinstance(data, bool) or not isinstance(data, int | float):
+                self.fail(path, f"expected a number, got {_kind(data)}")
+                return None
+            return float(data)
+        raise TypeError(f"unsupported type in schema: {tp}")  # pragma: no cover
+
+    def struct(self, data: object, cls: type[msgspec.Struct], path: str) -> Any:
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            self.fail(path, f"expected a mapping, got {_kind(data)}")
+            return None
+        hints = typing.get_type_hints(cls, include_extras=True)
+        fields = {f.name: f for f in msgspec.structs.fields(cls)}
+        kwargs: dict[str, Any] = {}
+        for key in data:
+            if key not in fields:
+                hint = _closest(str(key), list(fields))
+                extra = f" (did you mean {hint!r}?)" if hint else ""
+                known = ", ".join(fields)
+                self.fail(_join(path, str(key)), f"unknown field{extra}; known fields: {known}")
+        ok = True
+        for name, f in fields.items():
+            if name in data:
+                before = len(self.errors)
+                kwargs[name] = self.value(data[name], hints[name], _join(path, name))
+                ok = ok and len(self.errors) == before
+            elif f.required:
+                self.fail(_join(path, name), "required field is missing")
+                ok = False
+        if not ok:
+            return None
+        return cls(**kwargs)
+
+
+def _closest(word: str, options: list[str]) -> str | None:
+    import difflib
+
+    got = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    return got[0] if got else None
+
+
+def _semantic_checks(cfg: GatewayConfig, fail: typing.Callable[[str, str], None]) -> None:
+    s = cfg.server
+    if not 0 < s.port < 65536:
+        fail("server.port", f"must be between 1 and 65535, got {s.port}")
+    if s.workers < 1:
+        fail("server.workers", f"must be at least 1, got {s.workers}")
+    if s.backlog < 1:
+        fail("server.backlog", f"must be at least 1, got {s.backlog}")
+    if s.max_body_bytes < 1:
+        fail("server.max_body_bytes", "must be greater than zero")
+    if s.max_event_bytes < 1024:
+        fail("server.max_event_bytes", "must be at least 1024")
+    for name, p in cfg.providers.items():
+        url = urlsplit(p.base_url)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            fail(f"providers.{name}.base_url", f"expected an http(s) URL, got {p.base_url!r}")
+        if p.max_connections < 1:
+            fail(f"providers.{name}.max_connections", "must be at least 1")
+        for h in p.headers:
+            if not h or any(c in h for c in " :\r\n"):
+                fail(f"providers.{name}.headers", f"invalid header name {h!r}")
+    for mname, m in cfg.models.items():
+        if not mname:
+            fail("models", "a model name cannot be empty")
+        if mname.count("*") > 1:
+            fail(f"models.{mname}", "a model pattern may contain at most one '*'")
+        if not m.targets:
+            fail(f"models.{mname}.targets", "at least one target is required")
+        for i, t in enumerate(m.targets):
+            if t.provider not in cfg.providers:
+                known = ", ".join(cfg.providers) or "none defined"
+                fail(
+                    f"models.{mname}.targets[{i}].provider",
+                    f"unknown provider {t.provider!r} (known: {known})",
+                )
+            if t.model is not None and not t.model:
+                fail(f"models.{mname}.targets[{i}].model", "cannot be empty")
+
+
+def validate(
+    data: object, env: Mapping[str, str] | None = None, source: str = "config"
+) -> GatewayConfig:
+    """Build a GatewayConfig from parsed YAML/JSON data, or raise ConfigError with every error."""
+    v = _Validator(os.environ if env is None else env)
+    cfg = v.struct(data, GatewayConfig, "")
+    if cfg is not None:
+        _semantic_checks(cfg, v.fail)
+    if v.errors or cfg is None:
+        raise ConfigError(v.errors, source)
+    assert isinstance(cfg, GatewayConfig)
+    return cfg
+
+
+def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> GatewayConfig:
+    """Read a YAML (or JSON) file and validate it."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError([f"cannot read file: {e.strerror or e}"], str(p)) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(e, "problem", None) or str(e)
+        raise ConfigError([f"{where}invalid YAML: {problem}"], str(p)) from None
+    return validate(data if data is not None else {}, env, str(p))

@@ -1,0 +1,72 @@
+"""The configuration file's shape, as msgspec Structs.
+
+Durations are written as numbers of seconds or strings such as ``"500ms"``, ``"2s"``,
+``"10m"``, ``"1h"``; after loading they are floats (seconds). ``docs/configuration.md`` is
+the reference for every field.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+
+#: A duration in seconds. In the file: a number (seconds) or "<n>ms|s|m|h".
+Duration = Annotated[float, "duration"]
+
+MIB = 1024 * 1024
+
+
+class ServerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+    backlog: int = 2048
+    #: Largest request body accepted (413 above it).
+    max_body_bytes: int = 10 * MIB
+    #: Largest single SSE event relayed from an upstream (the stream ends with an error above it).
+    max_event_bytes: int = 16 * MIB
+    #: On SIGTERM: how long in-flight requests and streams may take to finish.
+    drain_timeout: Duration = 30.0
+    #: Serve the built-in mock upstream under /_demo (the offline demo uses it).
+    demo_upstream: bool = False
+
+
+class TimeoutConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    #: TCP (and TLS) connection set-up to the upstream.
+    connect: Duration = 10.0
+    #: From the request sent to the upstream's response headers; for streams, also the longest
+    #: silence allowed between two chunks.
+    first_byte: Duration = 120.0
+    #: The whole upstream exchange, body or stream included.
+    total: Duration = 600.0
+
+
+class ProviderConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    kind: Literal["openai"]
+    base_url: str = "https://api.openai.com/v1"
+    api_key: str | None = None
+    #: Extra headers sent upstream with every request (e.g. OpenAI-Organization).
+    headers: dict[str, str] = {}
+    #: Default timeouts for models served by this provider.
+    timeout: TimeoutConfig | None = None
+    #: Upper bound of open connections to this provider from one worker.
+    max_connections: int = 10000
+
+
+class TargetConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    provider: str
+    #: Upstream model name; omitted = the name the client asked for (or the part a `*` matched).
+    model: str | None = None
+
+
+class ModelConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    targets: list[TargetConfig]
+    timeout: TimeoutConfig | None = None
+
+
+class GatewayConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    server: ServerConfig = msgspec.field(default_factory=ServerConfig)
+    providers: dict[str, ProviderConfig] = {}
+    #: Public model names (exact, or a pattern with one `*`) → where they are served.
+    models: dict[str, ModelConfig] = {}

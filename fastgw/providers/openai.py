@@ -1,0 +1,114 @@
+"""OpenAI and any OpenAI-compatible server (vLLM, Ollama, LM Studio, …): mostly data."""
+
+from __future__ import annotations
+
+import msgspec
+
+from ..api.errors import GatewayError
+from ..api.openai import ParsedRequest
+from ..config.schema import ProviderConfig
+from .base import UpstreamRequest
+
+
+class _UpstreamErrorDetail(msgspec.Struct):
+    message: str | None = None
+    type: str | None = None
+    param: str | None = None
+    code: str | int | None = None
+
+
+class _UpstreamError(msgspec.Struct):
+    error: _UpstreamErrorDetail | str | None = None
+    message: str | None = None
+
+
+_error_decoder = msgspec.json.Decoder(_UpstreamError)
+
+#: Upstream statuses that describe the client's request: relayed as they are.
+_CLIENT_STATUSES = frozenset({400, 404, 409, 413, 415, 422, 429})
+
+
+class OpenAIProvider:
+    """Relays OpenAI-shaped requests; the only rewrite is the model name (and usage in streams)."""
+
+    kind = "openai"
+    openai_shaped = True
+
+    def __init__(self, name: str, cfg: ProviderConfig) -> None:
+        self.name = name
+        self.base_url = cfg.base_url.rstrip("/")
+        self._secret = cfg.api_key or ""
+        headers = {"content-type": "application/json", "accept": "application/json"}
+        headers.update({k.lower(): v for k, v in cfg.headers.items()})
+        if cfg.api_key:
+            headers["authorization"] = f"Bearer {cfg.api_key}"
+        self._headers = headers
+        self._urls: dict[str, str] = {}
+
+    def url(self, path: str) -> str:
+        url = self._urls.get(path)
+        if url is None:
+            url = self._urls[path] = self.base_url + path
+        return url
+
+    def build_request(
+        self, req: ParsedRequest, upstream_model: str, request_id: str
+    ) -> UpstreamRequest:
+        inject = req.stream and not req.client_usage and req.endpoint.path != "/embeddings"
+        headers = self._headers.copy()
+        headers["x-request-id"] = request_id
+        if req.stream:
+            headers["accept"] = "text/event-stream"
+        return UpstreamRequest(
+            self.url(req.endpoint.path),
+            headers,
+            req.upstream_body(upstream_model, inject),
+            inject,
+        )
+
+    def scrub(self, text: str) -> str:
+        """Remove the provider's secret from text that came from the upstream."""
+        if self._secret and self._secret in text:
+            text = text.replace(self._secret, "***")
+        return text
+
+    def map_error(self, status: int, body: bytes) -> GatewayError:
+        message: str | None = None
+        etype: str | None = None
+        code: str | None = None
+        param: str | None = None
+        try:
+            parsed = _error_decoder.decode(body)
+        except msgspec.DecodeError:
+            parsed = None
+        if parsed is not None:
+            if isinstance(parsed.error, _UpstreamErrorDetail):
+                message = parsed.error.message
+                etype = parsed.error.type
+                code = None if parsed.error.code is None else str(parsed.error.code)
+                param = parsed.error.param
+            elif isinstance(parsed.error, str):
+                message = parsed.error
+            elif parsed.message:
+                message = parsed.message
+        if message is None:
+            snippet = body[:200].decode("utf-8", "replace").strip()
+            message = snippet or f"HTTP {status}"
+        message = self.scrub(message)
+        if status in _CLIENT_STATUSES:
+            return GatewayError(status, message, etype or "invalid_request_error", code, param)
+        if status in (401, 403):
+            return GatewayError(
+                502,
+                f"Provider '{self.name}' rejected the gateway's credentials "
+                f"(HTTP {status}): {message}",
+                "upstream_error",
+                "upstream_auth_failed",
+            )
+        out_status = 503 if status == 503 else 502
+        return GatewayError(
+            out_status,
+            f"Provider '{self.name}' failed (HTTP {status}): {message}",
+            etype if etype and etype != "invalid_request_error" else "upstream_error",
+            code or "upstream_error",
+        )

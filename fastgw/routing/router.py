@@ -1,0 +1,93 @@
+"""Resolve the model a client asked for to the target that serves it.
+
+Exact names are a dict lookup. Patterns with one ``*`` (``openai/*``, ``*``) are tried after,
+longest literal part first; a target without ``model`` sends the part the ``*`` matched (or
+the requested name) upstream.
+"""
+
+from __future__ import annotations
+
+import aiohttp
+
+from ..config.schema import GatewayConfig, ModelConfig, TimeoutConfig
+from ..providers import Provider, build_provider
+
+
+class Target:
+    """One place a model is served: a provider, the upstream model name, timeouts."""
+
+    __slots__ = ("label", "model", "provider", "provider_header", "timeout", "timeouts")
+
+    def __init__(
+        self, provider: Provider, model: str | None, timeouts: TimeoutConfig, label: str
+    ) -> None:
+        self.provider = provider
+        self.model = model
+        self.timeouts = timeouts
+        self.label = label
+        self.provider_header = provider.name.encode()
+        self.timeout = aiohttp.ClientTimeout(
+            total=timeouts.total, connect=timeouts.connect, sock_read=timeouts.first_byte
+        )
+
+
+class Route:
+    __slots__ = ("name", "pattern", "targets")
+
+    def __init__(self, name: str, targets: list[Target]) -> None:
+        self.name = name
+        self.pattern = "*" in name
+        self.targets = targets
+
+
+def _timeouts(*layers: TimeoutConfig | None) -> TimeoutConfig:
+    for t in layers:
+        if t is not None:
+            return t
+    return TimeoutConfig()
+
+
+class Router:
+    def __init__(self, cfg: GatewayConfig) -> None:
+        self.providers: dict[str, Provider] = {
+            name: build_provider(name, p) for name, p in cfg.providers.items()
+        }
+        self.exact: dict[str, Route] = {}
+        patterns: list[tuple[str, str, Route]] = []
+        for name, m in cfg.models.items():
+            route = Route(name, self._targets(name, m, cfg))
+            if "*" in name:
+                prefix, _, suffix = name.partition("*")
+                patterns.append((prefix, suffix, route))
+            else:
+                self.exact[name] = route
+        patterns.sort(key=lambda p: len(p[0]) + len(p[1]), reverse=True)
+        self.patterns = patterns
+
+    def _targets(self, name: str, m: ModelConfig, cfg: GatewayConfig) -> list[Target]:
+        out = []
+        for i, t in enumerate(m.targets):
+            pcfg = cfg.providers[t.provider]
+            timeouts = _timeouts(m.timeout, pcfg.timeout)
+            out.append(
+                Target(self.providers[t.provider], t.model, timeouts, f"{name}.targets[{i}]")
+            )
+        return out
+
+    def resolve(self, model: str) -> tuple[Route, str] | None:
+        """The route for ``model`` and the name a target without ``model`` sends upstream."""
+        route = self.exact.get(model)
+        if route is not None:
+            return route, model
+        for prefix, suffix, route in self.patterns:
+            if (
+                len(model) > len(prefix) + len(suffix)
+                and model.startswith(prefix)
+                and model.endswith(suffix)
+            ):
+                return route, model[len(prefix) : len(model) - len(suffix)]
+        return None
+
+    def public_models(self) -> list[tuple[str, str]]:
+        """Exact model names and the provider of their first target (for /v1/models)."""
+        return [(name, r.targets[0].provider.name) for name, r in self.exact.items()]
