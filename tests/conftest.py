@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterator
 from types import ModuleType
 
 import pytest
+
+from tests.servers import Proc, gateway_config, start_gateway, start_mock
 
 # === fastgw._core.sse twins ===================================================================
 # `sse_impl` is the pure-Python reference and the compiled twin in turn; the compiled param is
@@ -34,3 +37,25 @@ def sse_impl(request: pytest.FixtureRequest) -> ModuleType:
 
 
 # === end fastgw._core.sse twins ===============================================================
+
+
+# === servers on loopback (integration, e2e) ===================================================
+# One mock upstream (OpenAI wire format) and one gateway under Granian configured with every
+# case the integration tests need (see tests/servers.py: gateway_config).
+
+
+@pytest.fixture(scope="session")
+def mock() -> Iterator[Proc]:
+    p = start_mock()
+    yield p
+    p.stop()
+
+
+@pytest.fixture(scope="session")
+def gateway(mock: Proc) -> Iterator[Proc]:
+    p = start_gateway(gateway_config(mock))
+    yield p
+    p.stop()
+
+
+# === end servers ==============================================================================
