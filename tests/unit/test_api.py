@@ -1,0 +1,129 @@
+"""Request parsing, upstream bodies, provider error mapping and model resolution."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+
+from fastgw.api.errors import GatewayError
+from fastgw.api.openai import Endpoint, parse_request
+from fastgw.config import validate
+from fastgw.providers.openai import OpenAIProvider
+from fastgw.routing import Router
+
+SECRET = "sk-unit-secret-42"
+
+
+def provider() -> OpenAIProvider:
+    cfg = validate(
+        {"providers": {"p": {"kind": "openai", "base_url": "http://u/v1/", "api_key": SECRET}}},
+        env={},
+    )
+    return OpenAIProvider("p", cfg.providers["p"])
+
+
+def test_parse_chat_keeps_raw_and_finds_facts() -> None:
+    body = b'{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true,"x":{"y":1}}'
+    req = parse_request(Endpoint.CHAT, body)
+    assert req.model == "m" and req.stream and not req.client_usage
+    assert req.upstream_body("m", inject_usage=False) is body  # nothing to change: same bytes
+
+
+def test_upstream_body_rewrites_only_what_it_must() -> None:
+    body = (
+        b'{"model":"alias","messages":[{"role":"user","content":"\\"model\\": 1"}],'
+        b'"stream":true,"stream_options":{"include_usage":false,"other":1},"extra":[1,2]}'
+    )
+    req = parse_request(Endpoint.CHAT, body)
+    out = msgspec.json.decode(req.upstream_body("real-model", inject_usage=True))
+    assert out["model"] == "real-model"
+    assert out["stream_options"] == {"include_usage": True, "other": 1}
+    assert out["messages"][0]["content"] == '"model": 1'
+    assert out["extra"] == [1, 2]
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "body", "param"),
+    [
+        (Endpoint.CHAT, b'{"model": "m", "messages": []}', "messages"),
+        (Endpoint.CHAT, b'{"model": "", "messages": [{"role": "user"}]}', "model"),
+        (
+            Endpoint.CHAT,
+            b'{"model": "m", "messages": [{"role": "u"}], "stream_options": 1}',
+            "stream_options",
+        ),
+        (Endpoint.EMBEDDINGS, b'{"model": "m"}', "input"),
+        (Endpoint.EMBEDDINGS, b'{"model": "m", "input": {"a": 1}}', "input"),
+        (Endpoint.EMBEDDINGS, b'{"model": "m", "input": "x", "stream": true}', "stream"),
+        (Endpoint.COMPLETIONS, b'{"model": "m", "prompt": 5}', "prompt"),
+    ],
+)
+def test_parse_errors_name_the_param(endpoint: Endpoint, body: bytes, param: str) -> None:
+    with pytest.raises(GatewayError) as e:
+        parse_request(endpoint, body)
+    assert e.value.status == 400
+    assert e.value.param == param
+
+
+def test_build_request_injects_usage_for_streams_only() -> None:
+    p = provider()
+    stream = parse_request(Endpoint.CHAT, b'{"model":"a","messages":[{"role":"u"}],"stream":true}')
+    u = p.build_request(stream, "b", "rid-1")
+    assert u.url == "http://u/v1/chat/completions"
+    assert u.headers["authorization"] == f"Bearer {SECRET}"
+    assert u.headers["x-request-id"] == "rid-1"
+    assert u.inject_usage
+    asked = parse_request(
+        Endpoint.CHAT,
+        b'{"model":"a","messages":[{"role":"u"}],"stream":true,'
+        b'"stream_options":{"include_usage":true}}',
+    )
+    assert not p.build_request(asked, "a", "r").inject_usage
+    plain = parse_request(Endpoint.CHAT, b'{"model":"a","messages":[{"role":"u"}]}')
+    assert not p.build_request(plain, "a", "r").inject_usage
+
+
+def test_map_error_scrubs_secret_and_maps_status() -> None:
+    p = provider()
+    body = msgspec.json.encode(
+        {
+            "error": {
+                "message": f"Incorrect API key provided: {SECRET}",
+                "type": "invalid_request_error",
+                "code": "invalid_api_key",
+                "param": None,
+            }
+        }
+    )
+    err = p.map_error(401, body)
+    assert err.status == 502 and err.code == "upstream_auth_failed"
+    assert SECRET not in err.message and "***" in err.message
+    assert p.map_error(429, body).status == 429
+    assert p.map_error(500, b"<html>oops</html>").status == 502
+    assert "oops" in p.map_error(500, b"<html>oops</html>").message
+    assert p.map_error(503, b"").status == 503
+    assert p.map_error(400, b'{"error":"plain string"}').message == "plain string"
+
+
+def test_router_exact_then_longest_pattern() -> None:
+    cfg = validate(
+        {
+            "providers": {"p": {"kind": "openai"}, "q": {"kind": "openai"}},
+            "models": {
+                "exact": {"targets": [{"provider": "p", "model": "up"}]},
+                "*": {"targets": [{"provider": "p"}]},
+                "q/*": {"targets": [{"provider": "q"}]},
+                "*-mini": {"targets": [{"provider": "q"}]},
+            },
+        },
+        env={},
+    )
+    r = Router(cfg)
+    found = r.resolve("exact")
+    assert found is not None and found[0].name == "exact"
+    found = r.resolve("q/gpt-4o")
+    assert found is not None and found[0].name == "q/*" and found[1] == "gpt-4o"
+    found = r.resolve("anything")
+    assert found is not None and found[0].name == "*" and found[1] == "anything"
+    assert r.public_models() == [("exact", "p")]
+    assert Router(validate({"models": {}}, env={})).resolve("x") is None
