@@ -24,8 +24,7 @@ def _extensions() -> list[Extension]:
     from Cython.Build import cythonize
 
     exts = [
-        Extension(f"fastgw._core.{name}_c", [f"fastgw/_core/{name}_c.pyx"])
-        for name in CORE_MODULES
+        Extension(f"fastgw._core.{name}_c", [f"fastgw/_core/{name}_c.pyx"]) for name in CORE_MODULES
     ]
     return list(
         cythonize(

@@ -36,6 +36,8 @@ _SSE_HEADERS: Headers = [
     (b"x-accel-buffering", b"no"),
 ]
 _DONE = b"data: [DONE]\n\n"
+#: Bytes past the body limit still read (and dropped) before answering 413.
+_DRAIN_LIMIT = 8 * 1024 * 1024
 _END: Message = {"type": "http.response.body", "body": b"", "more_body": False}
 _encoder = msgspec.json.Encoder()
 
@@ -145,28 +147,29 @@ class Gateway:
                 await self._send_error(send, internal, ctx_id)
 
     async def _read_body(self, receive: Receive, content_length: int) -> bytes:
+        """The request body, at most ``max_body_bytes``. A larger body is still read (and
+        dropped) up to ``_DRAIN_LIMIT`` past the limit, so the client gets its 413 instead of
+        a connection reset while it is writing."""
         limit = self.max_body
-        if content_length > limit:
+        if content_length > limit + _DRAIN_LIMIT:
             raise self._too_large()
         msg = await receive()
         body: bytes = msg.get("body", b"")
-        if not msg.get("more_body", False):
-            if len(body) > limit:
-                raise self._too_large()
-            return body
+        if not msg.get("more_body", False) and len(body) <= limit:
+            return body  # the common case: one message
         parts = [body]
         size = len(body)
-        while True:
+        while msg.get("more_body", False) and size <= limit + _DRAIN_LIMIT:
             msg = await receive()
             if msg["type"] == "http.disconnect":
                 raise GatewayError(400, "Client disconnected while sending the body.")
             chunk = msg.get("body", b"")
             size += len(chunk)
-            if size > limit:
-                raise self._too_large()
-            parts.append(chunk)
-            if not msg.get("more_body", False):
-                return b"".join(parts)
+            if size <= limit:
+                parts.append(chunk)
+        if size > limit:
+            raise self._too_large()
+        return b"".join(parts)
 
     def _too_large(self) -> GatewayError:
         return GatewayError(

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Set up and run every check: lint, types, the whole suite on the compiled core, then the core
+# and integration tests again on the pure-Python twins (FASTGW_NO_EXTENSIONS=1).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+. .venv/bin/activate
+.venv/bin/python -c 'from fastgw._core import sse; assert sse.COMPILED, "compiled core did not build"'
+echo "== ruff"; ruff check . && ruff format --check .
+echo "== mypy --strict"; mypy --strict
+echo "== pytest (compiled core)"
+python -m pytest -q -p no:cacheprovider
+echo "== pytest (pure-Python core: FASTGW_NO_EXTENSIONS=1)"
+FASTGW_NO_EXTENSIONS=1 python -m pytest -q -p no:cacheprovider tests/unit/test_sse.py tests/integration tests/e2e
