@@ -1,4 +1,4 @@
-"""ASGI entry point: routes, lifespan (per-worker upstream session and state), error boundary.
+"""ASGI entry point: routes, lifespan (per-worker upstream pool and state), error boundary.
 
 Granian imports ``fastgw.app:app``. Each worker builds its runtime on lifespan start-up from
 the configuration named by ``FASTGW_CONFIG`` (or the embedded default) — see
@@ -50,7 +50,7 @@ def _request_id(value: bytes | None) -> bytes:
 
 
 class Gateway:
-    """The gateway of one worker: config, router, one upstream session."""
+    """The gateway of one worker: config, router, the upstream connection pool."""
 
     def __init__(self, cfg: GatewayConfig, source: str = "config") -> None:
         self.cfg = cfg
@@ -58,7 +58,9 @@ class Gateway:
         self.router = Router(cfg)
         self.max_body = cfg.server.max_body_bytes
         self.max_event = cfg.server.max_event_bytes
-        self.session: aiohttp.ClientSession | None = None
+        self.connector: aiohttp.TCPConnector | None = None
+        self.sessions: dict[str, aiohttp.ClientSession] = {}
+        self.ready = False
         self.demo: ASGIApp | None = None
         if cfg.server.demo_upstream:
             from .mock.asgi import make_asgi_app
@@ -85,22 +87,33 @@ class Gateway:
     # -- lifespan -------------------------------------------------------------------------
 
     async def startup(self) -> None:
+        """One connection pool per worker, one session per provider on it (the provider's
+        static headers become the session's defaults, so a request adds only its own)."""
         limit = max((p.max_connections for p in self.cfg.providers.values()), default=100)
-        connector = aiohttp.TCPConnector(
+        self.connector = aiohttp.TCPConnector(
             limit=limit, limit_per_host=0, ttl_dns_cache=300, keepalive_timeout=30
         )
-        self.session = aiohttp.ClientSession(
-            connector=connector,
-            auto_decompress=False,
-            cookie_jar=aiohttp.DummyCookieJar(),
-            skip_auto_headers=("User-Agent",),
-            read_bufsize=2**16,
-        )
+        self.sessions = {
+            name: aiohttp.ClientSession(
+                connector=self.connector,
+                connector_owner=False,
+                headers=provider.headers,
+                auto_decompress=False,
+                cookie_jar=aiohttp.DummyCookieJar(),
+            )
+            for name, provider in self.router.providers.items()
+        }
+        for route in self.router.routes():
+            for target in route.targets:
+                target.session = self.sessions[target.provider.name]
+        self.ready = True
 
     async def shutdown(self) -> None:
-        if self.session is not None:
-            await self.session.close()
-            self.session = None
+        self.ready = False
+        for session in self.sessions.values():
+            await session.close()
+        if self.connector is not None:
+            await self.connector.close()
 
     # -- ASGI -----------------------------------------------------------------------------
 
@@ -205,7 +218,7 @@ class Gateway:
         await self._send_json(send, 200, b'{"status":"ok"}', [_JSON, (b"x-request-id", rid)])
 
     async def _readyz(self, scope: Scope, receive: Receive, send: Send, body: bytes) -> None:
-        ready = self.session is not None and not self.session.closed
+        ready = self.ready
         detail = {
             "status": "ready" if ready else "starting",
             "version": __version__,
@@ -244,19 +257,27 @@ class Gateway:
             )
         route, default_model = found
         target = route.targets[0]
-        session = self.session
+        session = target.session
         if session is None:
             raise GatewayError(503, "The gateway is starting.", "unavailable", "not_ready")
         rid: bytes = scope["fastgw.request_id"]
         ureq = target.provider.build_request(req, target.model or default_model, rid.decode())
-        resp = await up.send(session, target, ureq)
+        try:
+            resp = await session.post(
+                ureq.url,
+                data=ureq.body,
+                headers=ureq.headers,
+                timeout=target.stream_timeout if req.stream else target.timeout,
+            )
+        except (aiohttp.ClientError, TimeoutError) as e:
+            raise up.transport_error(e, target, "head" if req.stream else "response") from None
         if req.stream and resp.status < 400:
             await self._relay_stream(receive, send, target, resp, ureq.inject_usage, rid)
             return
         try:
             data = await resp.read()
         except (aiohttp.ClientError, TimeoutError) as e:
-            raise up.transport_error(e, target, "request") from None
+            raise up.transport_error(e, target, "response") from None
         finally:
             resp.release()
         if resp.status >= 400:

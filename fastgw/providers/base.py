@@ -9,7 +9,8 @@ from ..api.openai import ParsedRequest
 
 
 class UpstreamRequest:
-    """What the upstream layer sends: a URL, headers and body bytes."""
+    """What the upstream layer sends: a URL, per-request headers (added to the provider's
+    ``headers``) and body bytes."""
 
     __slots__ = ("body", "headers", "inject_usage", "url")
 
@@ -27,6 +28,8 @@ class Provider(Protocol):
     kind: str
     #: Responses and stream events already have OpenAI's shape: relay bytes untouched.
     openai_shaped: bool
+    #: Headers sent with every request to this provider (auth, content type, extras).
+    headers: dict[str, str]
 
     def build_request(
         self, req: ParsedRequest, upstream_model: str, request_id: str

@@ -38,11 +38,12 @@ class OpenAIProvider:
         self.name = name
         self.base_url = cfg.base_url.rstrip("/")
         self._secret = cfg.api_key or ""
-        headers = {"content-type": "application/json", "accept": "application/json"}
+        headers = {"content-type": "application/json"}
         headers.update({k.lower(): v for k, v in cfg.headers.items()})
         if cfg.api_key:
             headers["authorization"] = f"Bearer {cfg.api_key}"
-        self._headers = headers
+        #: Sent with every request (the upstream session's default headers).
+        self.headers = headers
         self._urls: dict[str, str] = {}
 
     def url(self, path: str) -> str:
@@ -55,10 +56,10 @@ class OpenAIProvider:
         self, req: ParsedRequest, upstream_model: str, request_id: str
     ) -> UpstreamRequest:
         inject = req.stream and not req.client_usage and req.endpoint.path != "/embeddings"
-        headers = self._headers.copy()
-        headers["x-request-id"] = request_id
         if req.stream:
-            headers["accept"] = "text/event-stream"
+            headers = {"x-request-id": request_id, "accept": "text/event-stream"}
+        else:
+            headers = {"x-request-id": request_id}
         return UpstreamRequest(
             self.url(req.endpoint.path),
             headers,

@@ -16,7 +16,16 @@ from ..providers import Provider, build_provider
 class Target:
     """One place a model is served: a provider, the upstream model name, timeouts."""
 
-    __slots__ = ("label", "model", "provider", "provider_header", "timeout", "timeouts")
+    __slots__ = (
+        "label",
+        "model",
+        "provider",
+        "provider_header",
+        "session",
+        "stream_timeout",
+        "timeout",
+        "timeouts",
+    )
 
     def __init__(
         self, provider: Provider, model: str | None, timeouts: TimeoutConfig, label: str
@@ -26,7 +35,16 @@ class Target:
         self.timeouts = timeouts
         self.label = label
         self.provider_header = provider.name.encode()
+        #: The provider's upstream session; set when the worker starts.
+        self.session: aiohttp.ClientSession | None = None
+        # A non-streamed response arrives whole once generation ends, so its head *is* its
+        # first byte: one deadline, min(first_byte, total), bounds it (cheaper than a socket
+        # read timer re-armed on every packet). Streams also get first_byte as the longest
+        # silence allowed between two chunks.
         self.timeout = aiohttp.ClientTimeout(
+            total=min(timeouts.total, timeouts.first_byte), connect=timeouts.connect
+        )
+        self.stream_timeout = aiohttp.ClientTimeout(
             total=timeouts.total, connect=timeouts.connect, sock_read=timeouts.first_byte
         )
 
@@ -87,6 +105,9 @@ class Router:
             ):
                 return route, model[len(prefix) : len(model) - len(suffix)]
         return None
+
+    def routes(self) -> list[Route]:
+        return [*self.exact.values(), *(r for _, _, r in self.patterns)]
 
     def public_models(self) -> list[tuple[str, str]]:
         """Exact model names and the provider of their first target (for /v1/models)."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 import aiohttp
 
 from ..api.errors import GatewayError, timeout_error, upstream_error
-from ..providers import UpstreamRequest
 from .router import Target
 
 
@@ -20,7 +19,8 @@ def _seconds(x: float) -> str:
 
 
 def transport_error(exc: BaseException, target: Target, phase: str) -> GatewayError:
-    """Map an aiohttp/asyncio failure during ``phase`` ("request" or "stream") to a GatewayError."""
+    """Map an aiohttp/asyncio failure to a GatewayError. ``phase``: "response" (a
+    non-streamed exchange), "head" (a stream's response head) or "stream" (mid-stream)."""
     name = target.provider.name
     t = target.timeouts
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
@@ -29,9 +29,15 @@ def transport_error(exc: BaseException, target: Target, phase: str) -> GatewayEr
             "upstream_connect_timeout",
         )
     if isinstance(exc, aiohttp.SocketTimeoutError):
-        what = "sent nothing" if phase == "request" else "went silent mid-stream"
+        what = "went silent mid-stream" if phase == "stream" else "sent nothing"
         return timeout_error(
             f"Provider '{name}' {what} for {_seconds(t.first_byte)} (first_byte timeout).",
+            "upstream_first_byte_timeout",
+        )
+    if isinstance(exc, TimeoutError) and phase == "response" and t.first_byte < t.total:
+        return timeout_error(  # non-stream deadline = min(first_byte, total): it was first_byte
+            f"Provider '{name}' sent no response within {_seconds(t.first_byte)} "
+            "(first_byte timeout).",
             "upstream_first_byte_timeout",
         )
     if isinstance(exc, TimeoutError):
@@ -47,25 +53,13 @@ def transport_error(exc: BaseException, target: Target, phase: str) -> GatewayEr
             "upstream_connect_failed",
         )
     if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError):
-        when = "before responding" if phase == "request" else "mid-response"
+        when = "mid-response" if phase == "stream" else "before responding"
         return upstream_error(
             502, f"Provider '{name}' closed the connection {when}.", "upstream_disconnected"
         )
     return upstream_error(
         502, f"Request to provider '{name}' failed ({type(exc).__name__}).", "upstream_error"
     )
-
-
-async def send(
-    session: aiohttp.ClientSession, target: Target, ureq: UpstreamRequest
-) -> aiohttp.ClientResponse:
-    """Send the request; return once the response head has arrived."""
-    try:
-        return await session.post(
-            ureq.url, data=ureq.body, headers=ureq.headers, timeout=target.timeout
-        )
-    except (aiohttp.ClientError, TimeoutError) as e:
-        raise transport_error(e, target, "request") from None
 
 
 def error_response(target: Target, resp: aiohttp.ClientResponse, body: bytes) -> GatewayError:
