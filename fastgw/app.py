@@ -27,7 +27,7 @@ from .routing import Router, Target
 from .routing import upstream as up
 
 Headers = list[tuple[bytes, bytes]]
-Handler = Callable[[Scope, Receive, Send, bytes], Awaitable[None]]
+Handler = Callable[[Send, bytes], Awaitable[None]]
 
 _JSON = (b"content-type", b"application/json")
 _SSE_HEADERS: Headers = [
@@ -50,9 +50,17 @@ def _request_id(value: bytes | None) -> bytes:
 
 
 class Gateway:
-    """The gateway of one worker: config, router, the upstream connection pool."""
+    """The ASGI app of one worker: config, router, the upstream connection pool."""
 
-    def __init__(self, cfg: GatewayConfig, source: str = "config") -> None:
+    def __init__(self, cfg: GatewayConfig | None = None, source: str = "config") -> None:
+        """With ``cfg`` None, the configuration is resolved at lifespan start-up (Granian
+        workers: ``FASTGW_CONFIG`` or the embedded default, see ``resolve_config``)."""
+        self.configured = False
+        if cfg is not None:
+            self.configure(cfg, source)
+
+    def configure(self, cfg: GatewayConfig, source: str) -> None:
+        self.configured = True
         self.cfg = cfg
         self.source = source
         self.router = Router(cfg)
@@ -66,10 +74,10 @@ class Gateway:
             from .mock.asgi import make_asgi_app
 
             self.demo = make_asgi_app("/_demo")
-        self.routes: dict[str, tuple[str, Handler]] = {
-            "/v1/chat/completions": ("POST", self._proxy_chat),
-            "/v1/completions": ("POST", self._proxy_completions),
-            "/v1/embeddings": ("POST", self._proxy_embeddings),
+        self.routes: dict[str, tuple[str, Endpoint | Handler]] = {
+            "/v1/chat/completions": ("POST", Endpoint.CHAT),
+            "/v1/completions": ("POST", Endpoint.COMPLETIONS),
+            "/v1/embeddings": ("POST", Endpoint.EMBEDDINGS),
             "/v1/models": ("GET", self._models),
             "/healthz": ("GET", self._healthz),
             "/readyz": ("GET", self._readyz),
@@ -108,6 +116,24 @@ class Gateway:
                 target.session = self.sessions[target.provider.name]
         self.ready = True
 
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            msg = await receive()
+            if msg["type"] == "lifespan.startup":
+                try:
+                    if not self.configured:
+                        cfg, source = resolve_config(os.environ.get("FASTGW_CONFIG") or None)
+                        self.configure(cfg, source)
+                    await self.startup()
+                except Exception as e:  # reported to the server, which exits
+                    await send({"type": "lifespan.startup.failed", "message": str(e)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif msg["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
     async def shutdown(self) -> None:
         self.ready = False
         for session in self.sessions.values():
@@ -118,6 +144,17 @@ class Gateway:
     # -- ASGI -----------------------------------------------------------------------------
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            if scope["type"] == "lifespan":
+                await self._lifespan(receive, send)
+            return
+        if not self.configured:  # only without the lifespan protocol
+            await self._send_error(
+                send,
+                GatewayError(503, "The gateway is not configured.", "unavailable", "not_ready"),
+                _request_id(None),
+            )
+            return
         path: str = scope["path"]
         request_id = b""
         content_length = -1
@@ -134,7 +171,7 @@ class Gateway:
                     await self.demo(scope, receive, send)
                     return
                 raise not_found(f"Unknown path: {path}", code="unknown_url")
-            method, handler = route
+            method, action = route
             if scope["method"] != method:
                 raise GatewayError(
                     405,
@@ -142,12 +179,11 @@ class Gateway:
                     code="method_not_allowed",
                     headers=[(b"allow", method.encode())],
                 )
-            if method == "POST":
+            if isinstance(action, Endpoint):
                 body = await self._read_body(receive, content_length)
+                await self._proxy(receive, send, parse_request(action, body), ctx_id)
             else:
-                body = b""
-            scope["fastgw.request_id"] = ctx_id
-            await handler(scope, receive, send, body)
+                await action(send, ctx_id)
         except GatewayError as err:
             await self._send_error(send, err, ctx_id)
         except Exception:  # the error boundary: log, answer 500 without details
@@ -209,15 +245,13 @@ class Gateway:
 
     # -- simple routes --------------------------------------------------------------------
 
-    async def _models(self, scope: Scope, receive: Receive, send: Send, body: bytes) -> None:
-        rid = scope["fastgw.request_id"]
+    async def _models(self, send: Send, rid: bytes) -> None:
         await self._send_json(send, 200, self._models_body, [_JSON, (b"x-request-id", rid)])
 
-    async def _healthz(self, scope: Scope, receive: Receive, send: Send, body: bytes) -> None:
-        rid = scope["fastgw.request_id"]
+    async def _healthz(self, send: Send, rid: bytes) -> None:
         await self._send_json(send, 200, b'{"status":"ok"}', [_JSON, (b"x-request-id", rid)])
 
-    async def _readyz(self, scope: Scope, receive: Receive, send: Send, body: bytes) -> None:
+    async def _readyz(self, send: Send, rid: bytes) -> None:
         ready = self.ready
         detail = {
             "status": "ready" if ready else "starting",
@@ -227,27 +261,13 @@ class Gateway:
             "providers": sorted(self.router.providers),
             "models": len(self.cfg.models),
         }
-        rid = scope["fastgw.request_id"]
         await self._send_json(
             send, 200 if ready else 503, _encoder.encode(detail), [_JSON, (b"x-request-id", rid)]
         )
 
     # -- the proxy ------------------------------------------------------------------------
 
-    async def _proxy_chat(self, scope: Scope, receive: Receive, send: Send, body: bytes) -> None:
-        await self._proxy(scope, receive, send, parse_request(Endpoint.CHAT, body))
-
-    async def _proxy_completions(
-        self, scope: Scope, receive: Receive, send: Send, body: bytes
-    ) -> None:
-        await self._proxy(scope, receive, send, parse_request(Endpoint.COMPLETIONS, body))
-
-    async def _proxy_embeddings(
-        self, scope: Scope, receive: Receive, send: Send, body: bytes
-    ) -> None:
-        await self._proxy(scope, receive, send, parse_request(Endpoint.EMBEDDINGS, body))
-
-    async def _proxy(self, scope: Scope, receive: Receive, send: Send, req: ParsedRequest) -> None:
+    async def _proxy(self, receive: Receive, send: Send, req: ParsedRequest, rid: bytes) -> None:
         found = self.router.resolve(req.model)
         if found is None:
             raise not_found(
@@ -260,7 +280,6 @@ class Gateway:
         session = target.session
         if session is None:
             raise GatewayError(503, "The gateway is starting.", "unavailable", "not_ready")
-        rid: bytes = scope["fastgw.request_id"]
         ureq = target.provider.build_request(req, target.model or default_model, rid.decode())
         try:
             resp = await session.post(
@@ -283,16 +302,14 @@ class Gateway:
         if resp.status >= 400:
             raise up.error_response(target, resp, data)
         ctype = resp.headers.get("content-type", "application/json").encode("latin-1")
-        await self._send_json(
-            send,
-            resp.status,
-            data,
-            [
-                (b"content-type", ctype),
-                (b"x-request-id", rid),
-                (b"x-fastgw-provider", target.provider_header),
-            ],
-        )
+        headers = [
+            (b"content-type", ctype),
+            (b"content-length", b"%d" % len(data)),
+            (b"x-request-id", rid),
+            (b"x-fastgw-provider", target.provider_header),
+        ]
+        await send({"type": "http.response.start", "status": resp.status, "headers": headers})
+        await send({"type": "http.response.body", "body": data})
 
     async def _relay_stream(
         self,
@@ -362,47 +379,4 @@ class Gateway:
             resp.release()
 
 
-class App:
-    """The ASGI callable Granian serves: handles lifespan, then delegates to the Gateway."""
-
-    def __init__(self, gateway: Gateway | None = None) -> None:
-        self.gateway = gateway
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        gw = self.gateway
-        if scope["type"] == "http" and gw is not None:
-            await gw(scope, receive, send)
-        elif scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
-        elif scope["type"] == "http":
-            await send({"type": "http.response.start", "status": 503, "headers": [_JSON]})
-            await send(
-                {
-                    "type": "http.response.body",
-                    "body": GatewayError(
-                        503, "The gateway is starting.", "unavailable", "not_ready"
-                    ).body(),
-                }
-            )
-
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
-            msg = await receive()
-            if msg["type"] == "lifespan.startup":
-                try:
-                    if self.gateway is None:
-                        cfg, source = resolve_config(os.environ.get("FASTGW_CONFIG") or None)
-                        self.gateway = Gateway(cfg, source)
-                    await self.gateway.startup()
-                except Exception as e:
-                    await send({"type": "lifespan.startup.failed", "message": str(e)})
-                    return
-                await send({"type": "lifespan.startup.complete"})
-            elif msg["type"] == "lifespan.shutdown":
-                if self.gateway is not None:
-                    await self.gateway.shutdown()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
-
-
-app = App()
+app = Gateway()
