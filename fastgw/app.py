@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import sys
 import traceback
@@ -42,11 +43,16 @@ _END: Message = {"type": "http.response.body", "body": b"", "more_body": False}
 _encoder = msgspec.json.Encoder()
 
 
+_RID_PREFIX = os.urandom(6).hex().encode()
+_rid_counter = itertools.count(1)
+
+
 def _request_id(value: bytes | None) -> bytes:
-    """The client's x-request-id when it is sane (≤128 visible ASCII chars), else a new one."""
+    """The client's x-request-id when it is sane (≤128 visible ASCII chars), else a new one:
+    a random per-process prefix and a counter (unique, and cheaper than a UUID)."""
     if value and len(value) <= 128 and all(0x21 <= c <= 0x7E for c in value):
         return value
-    return os.urandom(12).hex().encode()
+    return b"%s%010x" % (_RID_PREFIX, next(_rid_counter))
 
 
 class Gateway:
@@ -180,7 +186,10 @@ class Gateway:
                     headers=[(b"allow", method.encode())],
                 )
             if isinstance(action, Endpoint):
-                body = await self._read_body(receive, content_length)
+                msg = await receive()
+                body = msg.get("body", b"")
+                if msg.get("more_body", False) or len(body) > self.max_body:
+                    body = await self._read_body(receive, content_length, body, msg)
                 await self._proxy(receive, send, parse_request(action, body), ctx_id)
             else:
                 await action(send, ctx_id)
@@ -195,17 +204,15 @@ class Gateway:
             with contextlib.suppress(Exception):  # fails only if the response had started
                 await self._send_error(send, internal, ctx_id)
 
-    async def _read_body(self, receive: Receive, content_length: int) -> bytes:
-        """The request body, at most ``max_body_bytes``. A larger body is still read (and
-        dropped) up to ``_DRAIN_LIMIT`` past the limit, so the client gets its 413 instead of
-        a connection reset while it is writing."""
+    async def _read_body(
+        self, receive: Receive, content_length: int, body: bytes, msg: Message
+    ) -> bytes:
+        """The rest of a request body that did not come in one message, at most
+        ``max_body_bytes``. A larger body is still read (and dropped) up to ``_DRAIN_LIMIT``
+        past the limit, so the client gets its 413 instead of a reset while it is writing."""
         limit = self.max_body
         if content_length > limit + _DRAIN_LIMIT:
             raise self._too_large()
-        msg = await receive()
-        body: bytes = msg.get("body", b"")
-        if not msg.get("more_body", False) and len(body) <= limit:
-            return body  # the common case: one message
         parts = [body]
         size = len(body)
         while msg.get("more_body", False) and size <= limit + _DRAIN_LIMIT:
@@ -287,6 +294,7 @@ class Gateway:
                 data=ureq.body,
                 headers=ureq.headers,
                 timeout=target.stream_timeout if req.stream else target.timeout,
+                allow_redirects=False,
             )
         except (aiohttp.ClientError, TimeoutError) as e:
             raise up.transport_error(e, target, "head" if req.stream else "response") from None

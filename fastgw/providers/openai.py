@@ -47,15 +47,16 @@ class OpenAIProvider:
         self._urls: dict[str, str] = {}
 
     def url(self, path: str) -> str:
-        url = self._urls.get(path)
-        if url is None:
+        try:
+            return self._urls[path]
+        except KeyError:
             url = self._urls[path] = self.base_url + path
-        return url
+            return url
 
     def build_request(
         self, req: ParsedRequest, upstream_model: str, request_id: str
     ) -> UpstreamRequest:
-        inject = req.stream and not req.client_usage and req.endpoint.path != "/embeddings"
+        inject = req.stream and not req.client_usage  # (embeddings never stream)
         if req.stream:
             headers = {"x-request-id": request_id, "accept": "text/event-stream"}
         else:

@@ -41,11 +41,13 @@ class Target:
         # first byte: one deadline, min(first_byte, total), bounds it (cheaper than a socket
         # read timer re-armed on every packet). Streams also get first_byte as the longest
         # silence allowed between two chunks.
+        # `connect` bounds the TCP/TLS set-up of a new connection (a pooled one needs none;
+        # waiting for a free one counts against the other deadlines).
         self.timeout = aiohttp.ClientTimeout(
-            total=min(timeouts.total, timeouts.first_byte), connect=timeouts.connect
+            total=min(timeouts.total, timeouts.first_byte), sock_connect=timeouts.connect
         )
         self.stream_timeout = aiohttp.ClientTimeout(
-            total=timeouts.total, connect=timeouts.connect, sock_read=timeouts.first_byte
+            total=timeouts.total, sock_connect=timeouts.connect, sock_read=timeouts.first_byte
         )
 
 
