@@ -59,3 +59,32 @@ def gateway(mock: Proc) -> Iterator[Proc]:
 
 
 # === end servers ==============================================================================
+
+
+# === fastgw._core.http1 twins =================================================================
+# `http1_impl` is the pure-Python reference and the compiled twin in turn; the compiled param
+# is skipped when FASTGW_NO_EXTENSIONS is set or the extension is not built.
+
+
+@pytest.fixture(
+    scope="session",
+    params=[
+        pytest.param("fastgw._core._http1_py", id="pure-python"),
+        pytest.param("fastgw._core._http1_c", id="c-extension"),
+    ],
+)
+def http1_impl(request: pytest.FixtureRequest) -> ModuleType:
+    name: str = request.param
+    if name.endswith("_c"):
+        from fastgw._core import NO_EXTENSIONS
+
+        if NO_EXTENSIONS:
+            pytest.skip("FASTGW_NO_EXTENSIONS is set: compiled twin disabled")
+        try:
+            return importlib.import_module(name)
+        except ImportError as exc:
+            pytest.skip(f"compiled twin {name} is not built ({exc})")
+    return importlib.import_module(name)
+
+
+# === end fastgw._core.http1 twins =============================================================
