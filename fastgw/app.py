@@ -15,7 +15,6 @@ import sys
 import traceback
 from collections.abc import Awaitable, Callable
 
-import aiohttp
 import msgspec
 
 from . import __version__
@@ -26,6 +25,7 @@ from .asgi import ASGIApp, Message, Receive, Scope, Send
 from .config import GatewayConfig, resolve_config
 from .routing import Router, Target
 from .routing import upstream as up
+from .upstream import Client, Response, UpstreamError
 
 Headers = list[tuple[bytes, bytes]]
 Handler = Callable[[Send, bytes], Awaitable[None]]
@@ -72,8 +72,7 @@ class Gateway:
         self.router = Router(cfg)
         self.max_body = cfg.server.max_body_bytes
         self.max_event = cfg.server.max_event_bytes
-        self.connector: aiohttp.TCPConnector | None = None
-        self.sessions: dict[str, aiohttp.ClientSession] = {}
+        self.client: Client | None = None
         self.ready = False
         self.demo: ASGIApp | None = None
         if cfg.server.demo_upstream:
@@ -101,25 +100,9 @@ class Gateway:
     # -- lifespan -------------------------------------------------------------------------
 
     async def startup(self) -> None:
-        """One connection pool per worker, one session per provider on it (the provider's
-        static headers become the session's defaults, so a request adds only its own)."""
+        """The worker's upstream client: one keep-alive pool per provider origin."""
         limit = max((p.max_connections for p in self.cfg.providers.values()), default=100)
-        self.connector = aiohttp.TCPConnector(
-            limit=limit, limit_per_host=0, ttl_dns_cache=300, keepalive_timeout=30
-        )
-        self.sessions = {
-            name: aiohttp.ClientSession(
-                connector=self.connector,
-                connector_owner=False,
-                headers=provider.headers,
-                auto_decompress=False,
-                cookie_jar=aiohttp.DummyCookieJar(),
-            )
-            for name, provider in self.router.providers.items()
-        }
-        for route in self.router.routes():
-            for target in route.targets:
-                target.session = self.sessions[target.provider.name]
+        self.client = Client(limit=limit)
         self.ready = True
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
@@ -142,10 +125,8 @@ class Gateway:
 
     async def shutdown(self) -> None:
         self.ready = False
-        for session in self.sessions.values():
-            await session.close()
-        if self.connector is not None:
-            await self.connector.close()
+        if self.client is not None:
+            await self.client.close()
 
     # -- ASGI -----------------------------------------------------------------------------
 
@@ -284,32 +265,24 @@ class Gateway:
             )
         route, default_model = found
         target = route.targets[0]
-        session = target.session
-        if session is None:
+        client = self.client
+        if client is None:
             raise GatewayError(503, "The gateway is starting.", "unavailable", "not_ready")
         ureq = target.provider.build_request(req, target.model or default_model, rid.decode())
+        data = target.wire.request(ureq.path, ureq.headers, ureq.body)
         try:
-            resp = await session.post(
-                ureq.url,
-                data=ureq.body,
-                headers=ureq.headers,
-                timeout=target.stream_timeout if req.stream else target.timeout,
-                allow_redirects=False,
-            )
-        except (aiohttp.ClientError, TimeoutError) as e:
-            raise up.transport_error(e, target, "head" if req.stream else "response") from None
-        if req.stream and resp.status < 400:
+            resp = await client.request(target.wire.origin, data, target.timeouts, req.stream)
+            if resp.status >= 400:
+                if req.stream:
+                    await resp.read()
+                raise up.error_response(target, resp)
+        except UpstreamError as e:
+            raise up.transport_error(e, target) from None
+        if req.stream:
             await self._relay_stream(receive, send, target, resp, ureq.inject_usage, rid)
             return
-        try:
-            data = await resp.read()
-        except (aiohttp.ClientError, TimeoutError) as e:
-            raise up.transport_error(e, target, "response") from None
-        finally:
-            resp.release()
-        if resp.status >= 400:
-            raise up.error_response(target, resp, data)
-        ctype = resp.headers.get("content-type", "application/json").encode("latin-1")
+        data = resp.body
+        ctype = resp.header(b"content-type") or b"application/json"
         headers = [
             (b"content-type", ctype),
             (b"content-length", b"%d" % len(data)),
@@ -324,7 +297,7 @@ class Gateway:
         receive: Receive,
         send: Send,
         target: Target,
-        resp: aiohttp.ClientResponse,
+        resp: Response,
         drop_usage: bool,
         rid: bytes,
     ) -> None:
@@ -342,7 +315,6 @@ class Gateway:
 
         watcher = asyncio.get_running_loop().create_task(watch())
         filt = sse.StreamFilter(drop_usage, self.max_event)
-        content = resp.content
         try:
             headers = [
                 *_SSE_HEADERS,
@@ -351,14 +323,14 @@ class Gateway:
             ]
             await send({"type": "http.response.start", "status": resp.status, "headers": headers})
             try:
-                while chunk := await content.readany():
+                while chunk := await resp.readany():
                     out = filt.feed(chunk)
                     if out:
                         await send({"type": "http.response.body", "body": out, "more_body": True})
                 tail = filt.flush()
                 if tail:
                     await send({"type": "http.response.body", "body": tail, "more_body": True})
-            except (aiohttp.ClientError, TimeoutError, sse.EventTooLarge) as e:
+            except (UpstreamError, sse.EventTooLarge) as e:
                 if isinstance(e, sse.EventTooLarge):
                     err = GatewayError(
                         502,
@@ -368,7 +340,7 @@ class Gateway:
                         "upstream_event_too_large",
                     )
                 else:
-                    err = up.transport_error(e, target, "stream")
+                    err = up.transport_error(e, target)
                 await send(
                     {
                         "type": "http.response.body",
@@ -384,7 +356,7 @@ class Gateway:
             resp.close()  # the client is gone: drop the upstream connection (cancels generation)
         finally:
             watcher.cancel()
-            resp.release()
+            resp.close()  # no-op when the stream ended normally (its connection was released)
 
 
 app = Gateway()

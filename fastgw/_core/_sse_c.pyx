@@ -259,6 +259,13 @@ cdef class _Framer:
         self.pos -= start
         self.scan -= start
         self.bstart = 0
+        if self.size == 0:
+            # nothing pending (the usual state between upstream chunks): hold no memory, so
+            # thousands of idle streams cost no buffer each
+            PyMem_Free(self.buf)
+            self.buf = NULL
+            self.cap = 0
+            return
         if self.cap > _SHRINK_CAP and self.size <= self.cap // 8:
             new_cap = self.size * 2
             if new_cap < _MIN_CAP:

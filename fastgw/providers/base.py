@@ -9,13 +9,13 @@ from ..api.openai import ParsedRequest
 
 
 class UpstreamRequest:
-    """What the upstream layer sends: a URL, per-request headers (added to the provider's
-    ``headers``) and body bytes."""
+    """What the upstream layer sends: a path below the provider's ``base_url``, per-request
+    headers (added to the provider's ``headers``) and body bytes."""
 
-    __slots__ = ("body", "headers", "inject_usage", "url")
+    __slots__ = ("body", "headers", "inject_usage", "path")
 
-    def __init__(self, url: str, headers: dict[str, str], body: bytes, inject_usage: bool) -> None:
-        self.url = url
+    def __init__(self, path: str, headers: dict[str, str], body: bytes, inject_usage: bool) -> None:
+        self.path = path
         self.headers = headers
         self.body = body
         #: The gateway asked the upstream for stream usage the client did not ask for:
@@ -28,7 +28,8 @@ class Provider(Protocol):
     kind: str
     #: Responses and stream events already have OpenAI's shape: relay bytes untouched.
     openai_shaped: bool
-    #: Headers sent with every request to this provider (auth, content type, extras).
+    #: The API root requests go to, and headers sent with every request (auth, extras).
+    base_url: str
     headers: dict[str, str]
 
     def build_request(

@@ -44,14 +44,6 @@ class OpenAIProvider:
             headers["authorization"] = f"Bearer {cfg.api_key}"
         #: Sent with every request (the upstream session's default headers).
         self.headers = headers
-        self._urls: dict[str, str] = {}
-
-    def url(self, path: str) -> str:
-        try:
-            return self._urls[path]
-        except KeyError:
-            url = self._urls[path] = self.base_url + path
-            return url
 
     def build_request(
         self, req: ParsedRequest, upstream_model: str, request_id: str
@@ -62,7 +54,7 @@ class OpenAIProvider:
         else:
             headers = {"x-request-id": request_id}
         return UpstreamRequest(
-            self.url(req.endpoint.path),
+            req.endpoint.path,
             headers,
             req.upstream_body(upstream_model, inject),
             inject,

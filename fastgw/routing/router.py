@@ -7,48 +7,31 @@ the requested name) upstream.
 
 from __future__ import annotations
 
-import aiohttp
-
 from ..config.schema import GatewayConfig, ModelConfig, TimeoutConfig
 from ..providers import Provider, build_provider
+from ..upstream import Timeouts
+from ..upstream.wire import Wire
 
 
 class Target:
     """One place a model is served: a provider, the upstream model name, timeouts."""
 
-    __slots__ = (
-        "label",
-        "model",
-        "provider",
-        "provider_header",
-        "session",
-        "stream_timeout",
-        "timeout",
-        "timeouts",
-    )
+    __slots__ = ("label", "model", "provider", "provider_header", "timeouts", "wire")
 
     def __init__(
-        self, provider: Provider, model: str | None, timeouts: TimeoutConfig, label: str
+        self,
+        provider: Provider,
+        wire: Wire,
+        model: str | None,
+        timeouts: TimeoutConfig,
+        label: str,
     ) -> None:
         self.provider = provider
         self.model = model
-        self.timeouts = timeouts
         self.label = label
         self.provider_header = provider.name.encode()
-        #: The provider's upstream session; set when the worker starts.
-        self.session: aiohttp.ClientSession | None = None
-        # A non-streamed response arrives whole once generation ends, so its head *is* its
-        # first byte: one deadline, min(first_byte, total), bounds it (cheaper than a socket
-        # read timer re-armed on every packet). Streams also get first_byte as the longest
-        # silence allowed between two chunks.
-        # `connect` bounds the TCP/TLS set-up of a new connection (a pooled one needs none;
-        # waiting for a free one counts against the other deadlines).
-        self.timeout = aiohttp.ClientTimeout(
-            total=min(timeouts.total, timeouts.first_byte), sock_connect=timeouts.connect
-        )
-        self.stream_timeout = aiohttp.ClientTimeout(
-            total=timeouts.total, sock_connect=timeouts.connect, sock_read=timeouts.first_byte
-        )
+        self.timeouts = Timeouts(timeouts.connect, timeouts.first_byte, timeouts.total)
+        self.wire = wire
 
 
 class Route:
@@ -72,6 +55,7 @@ class Router:
         self.providers: dict[str, Provider] = {
             name: build_provider(name, p) for name, p in cfg.providers.items()
         }
+        self.wires = {name: Wire(p.base_url, p.headers) for name, p in self.providers.items()}
         self.exact: dict[str, Route] = {}
         patterns: list[tuple[str, str, Route]] = []
         for name, m in cfg.models.items():
@@ -90,7 +74,13 @@ class Router:
             pcfg = cfg.providers[t.provider]
             timeouts = _timeouts(m.timeout, pcfg.timeout)
             out.append(
-                Target(self.providers[t.provider], t.model, timeouts, f"{name}.targets[{i}]")
+                Target(
+                    self.providers[t.provider],
+                    self.wires[t.provider],
+                    t.model,
+                    timeouts,
+                    f"{name}.targets[{i}]",
+                )
             )
         return out
 

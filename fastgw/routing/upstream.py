@@ -1,16 +1,13 @@
-"""One attempt against one target: send, wait for the response head, map transport failures.
+"""Upstream failures → the client's errors.
 
-Timeouts (per target, from config): ``connect`` (pool wait + TCP/TLS set-up), ``first_byte``
-(response head, and the longest silence between two chunks of a stream) and ``total``.
 Every failure becomes a GatewayError written by the gateway: no exception text from the
 network stack (which could carry URLs or headers) reaches the client.
 """
 
 from __future__ import annotations
 
-import aiohttp
-
 from ..api.errors import GatewayError, timeout_error, upstream_error
+from ..upstream import Response, UpstreamError
 from .router import Target
 
 
@@ -18,55 +15,53 @@ def _seconds(x: float) -> str:
     return f"{x:g}s"
 
 
-def transport_error(exc: BaseException, target: Target, phase: str) -> GatewayError:
-    """Map an aiohttp/asyncio failure to a GatewayError. ``phase``: "response" (a
-    non-streamed exchange), "head" (a stream's response head) or "stream" (mid-stream)."""
+def transport_error(exc: UpstreamError, target: Target) -> GatewayError:
+    """Map an UpstreamError to the error the client sees."""
     name = target.provider.name
     t = target.timeouts
-    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+    kind = exc.kind
+    if kind == "connect_timeout":
         return timeout_error(
             f"Timed out connecting to provider '{name}' (connect timeout {_seconds(t.connect)}).",
             "upstream_connect_timeout",
         )
-    if isinstance(exc, aiohttp.SocketTimeoutError):
-        what = "went silent mid-stream" if phase == "stream" else "sent nothing"
+    if kind == "first_byte_timeout":
         return timeout_error(
-            f"Provider '{name}' {what} for {_seconds(t.first_byte)} (first_byte timeout).",
-            "upstream_first_byte_timeout",
-        )
-    if isinstance(exc, TimeoutError) and phase == "response" and t.first_byte < t.total:
-        return timeout_error(  # non-stream deadline = min(first_byte, total): it was first_byte
             f"Provider '{name}' sent no response within {_seconds(t.first_byte)} "
             "(first_byte timeout).",
             "upstream_first_byte_timeout",
         )
-    if isinstance(exc, TimeoutError):
+    if kind == "idle_timeout":
+        return timeout_error(
+            f"Provider '{name}' went silent mid-stream for {_seconds(t.first_byte)} "
+            "(first_byte timeout).",
+            "upstream_first_byte_timeout",
+        )
+    if kind == "total_timeout":
         return timeout_error(
             f"Provider '{name}' did not finish within the total timeout of {_seconds(t.total)}.",
             "upstream_total_timeout",
         )
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        reason = exc.os_error.strerror or type(exc.os_error).__name__
+    if kind == "connect_failed":
         return upstream_error(
             502,
-            f"Could not connect to provider '{name}' at {exc.host}:{exc.port}: {reason}.",
+            f"Could not connect to provider '{name}' at {exc.detail}.",
             "upstream_connect_failed",
         )
-    if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError):
-        when = "mid-response" if phase == "stream" else "before responding"
+    if kind == "disconnected":
         return upstream_error(
-            502, f"Provider '{name}' closed the connection {when}.", "upstream_disconnected"
+            502, f"Provider '{name}' closed the connection {exc.detail}.", "upstream_disconnected"
         )
     return upstream_error(
-        502, f"Request to provider '{name}' failed ({type(exc).__name__}).", "upstream_error"
+        502, f"Provider '{name}' sent an invalid HTTP response.", "upstream_protocol_error"
     )
 
 
-def error_response(target: Target, resp: aiohttp.ClientResponse, body: bytes) -> GatewayError:
+def error_response(target: Target, resp: Response) -> GatewayError:
     """An upstream's error status and body → the client's error (Retry-After kept)."""
-    err = target.provider.map_error(resp.status, body)
-    retry_after = resp.headers.get("retry-after")
+    err = target.provider.map_error(resp.status, resp.body)
+    retry_after = resp.header(b"retry-after")
     if retry_after and err.status in (429, 503):
-        err.headers.append((b"retry-after", retry_after.encode("latin-1")))
-    err.headers.append((b"x-fastgw-upstream-status", str(resp.status).encode()))
+        err.headers.append((b"retry-after", retry_after))
+    err.headers.append((b"x-fastgw-upstream-status", b"%d" % resp.status))
     return err

@@ -69,7 +69,7 @@ def test_build_request_injects_usage_for_streams_only() -> None:
     p = provider()
     stream = parse_request(Endpoint.CHAT, b'{"model":"a","messages":[{"role":"u"}],"stream":true}')
     u = p.build_request(stream, "b", "rid-1")
-    assert u.url == "http://u/v1/chat/completions"
+    assert u.path == "/chat/completions"
     assert p.headers["authorization"] == f"Bearer {SECRET}"  # static: the session's defaults
     assert u.headers == {"x-request-id": "rid-1", "accept": "text/event-stream"}
     assert u.inject_usage
