@@ -14,6 +14,7 @@ import os
 import sys
 import traceback
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import msgspec
 
@@ -53,6 +54,46 @@ def _request_id(value: bytes | None) -> bytes:
     if value and len(value) <= 128 and all(0x21 <= c <= 0x7E for c in value):
         return value
     return b"%s%010x" % (_RID_PREFIX, next(_rid_counter))
+
+
+class _DisconnectWatch:
+    """Cancels ``task`` when the client disconnects. Granian's ``receive()`` returns a
+    future, so a done-callback is enough (no task per stream); with other servers the
+    coroutine is wrapped in a task."""
+
+    __slots__ = ("_pending", "_receive", "_task", "fired")
+
+    def __init__(self, receive: Receive, task: asyncio.Task[None]) -> None:
+        self._receive = receive
+        self._task = task
+        self._pending: Any = None
+        self.fired = False
+        self._arm()
+
+    def _arm(self) -> None:
+        aw: Any = self._receive()
+        if getattr(aw, "add_done_callback", None) is None:
+            aw = asyncio.ensure_future(aw)
+        self._pending = aw
+        aw.add_done_callback(self._on_message)
+
+    def _on_message(self, fut: Any) -> None:
+        if fut is not self._pending or fut.cancelled():
+            return
+        try:
+            msg = fut.result()
+        except Exception:  # the server's channel broke: treat as gone
+            msg = {"type": "http.disconnect"}
+        if msg["type"] == "http.disconnect":
+            self.fired = True
+            self._task.cancel()
+        else:
+            self._arm()
+
+    def stop(self) -> None:
+        pending, self._pending = self._pending, None
+        if isinstance(pending, asyncio.Task):
+            pending.cancel()
 
 
 class Gateway:
@@ -171,7 +212,9 @@ class Gateway:
                 body = msg.get("body", b"")
                 if msg.get("more_body", False) or len(body) > self.max_body:
                     body = await self._read_body(receive, content_length, body, msg)
-                await self._proxy(receive, send, parse_request(action, body), ctx_id)
+                req = parse_request(action, body)
+                del body, msg  # a stream may last minutes: hold no copy of the request
+                await self._proxy(receive, send, req, ctx_id)
             else:
                 await action(send, ctx_id)
         except GatewayError as err:
@@ -270,16 +313,19 @@ class Gateway:
             raise GatewayError(503, "The gateway is starting.", "unavailable", "not_ready")
         ureq = target.provider.build_request(req, target.model or default_model, rid.decode())
         data = target.wire.request(ureq.path, ureq.headers, ureq.body)
+        stream, drop_usage = req.stream, ureq.inject_usage
+        del req, ureq  # a stream may last minutes: hold no copy of the request
         try:
-            resp = await client.request(target.wire.origin, data, target.timeouts, req.stream)
+            resp = await client.request(target.wire.origin, data, target.timeouts, stream)
+            del data
             if resp.status >= 400:
-                if req.stream:
+                if stream:
                     await resp.read()
                 raise up.error_response(target, resp)
         except UpstreamError as e:
             raise up.transport_error(e, target) from None
-        if req.stream:
-            await self._relay_stream(receive, send, target, resp, ureq.inject_usage, rid)
+        if stream:
+            await self._relay_stream(receive, send, target, resp, drop_usage, rid)
             return
         data = resp.body
         ctype = resp.header(b"content-type") or b"application/json"
@@ -304,16 +350,7 @@ class Gateway:
         """Relay an SSE stream event by event; a client disconnect cancels the upstream."""
         task = asyncio.current_task()
         assert task is not None
-        disconnected = False
-
-        async def watch() -> None:
-            nonlocal disconnected
-            while (await receive())["type"] != "http.disconnect":
-                pass
-            disconnected = True
-            task.cancel()
-
-        watcher = asyncio.get_running_loop().create_task(watch())
+        watcher = _DisconnectWatch(receive, task)
         filt = sse.StreamFilter(drop_usage, self.max_event)
         try:
             headers = [
@@ -350,12 +387,12 @@ class Gateway:
                 )
             await send(_END)
         except asyncio.CancelledError:
-            if not disconnected:
+            if not watcher.fired:
                 raise
             task.uncancel()
             resp.close()  # the client is gone: drop the upstream connection (cancels generation)
         finally:
-            watcher.cancel()
+            watcher.stop()
             resp.close()  # no-op when the stream ended normally (its connection was released)
 
 

@@ -9,7 +9,8 @@
   socket above a high-water mark (backpressure reaches the upstream) and resumes below.
 - Timeouts: ``connect`` (new connections only), ``first_byte`` (the response head; for
   streams also the longest silence between two pieces) and ``total``. One timer per
-  exchange, re-armed lazily: activity only updates a timestamp.
+  exchange, re-armed only when it fires early: activity just updates a timestamp, so a
+  stream of thousands of pieces costs no timer work per piece.
 - A reused connection that the server had already closed (no response byte received) is
   retried once on a fresh connection; nothing else is retried here.
 """
@@ -75,6 +76,31 @@ class Origin:
 class _Conn(asyncio.Protocol):
     """One upstream connection: parses responses and hands them to the current exchange."""
 
+    __slots__ = (
+        "buffered",
+        "closed",
+        "counted",
+        "deadline",
+        "deadline_kind",
+        "eof",
+        "error",
+        "got_bytes",
+        "idle",
+        "idle_since",
+        "last_activity",
+        "loop",
+        "parser",
+        "parts",
+        "paused",
+        "pool",
+        "reused",
+        "started",
+        "streaming",
+        "timer",
+        "transport",
+        "waiter",
+    )
+
     def __init__(self, pool: _Pool) -> None:
         self.pool = pool
         self.loop = pool.loop
@@ -94,6 +120,12 @@ class _Conn(asyncio.Protocol):
         self.eof = False
         self.last_activity = 0.0
         self.counted = False  # counts against the pool's limit until it closes
+        # the watchdog of the current exchange: one timer, re-armed only when it fires early
+        self.timer: asyncio.TimerHandle | None = None
+        self.started = 0.0
+        self.deadline = 0.0
+        self.deadline_kind: ErrorKind = "total_timeout"
+        self.idle = 0.0
 
     # -- asyncio.Protocol ------------------------------------------------------------------
 
@@ -159,10 +191,42 @@ class _Conn(asyncio.Protocol):
 
     def abort(self) -> None:
         self.closed = True
+        self.disarm()
         if self.transport is not None:
             self.transport.abort()
 
-    def start(self, request: bytes, streaming: bool) -> None:
+    # -- the watchdog ----------------------------------------------------------------------
+
+    def _arm(self) -> None:
+        due = min(self.deadline, (self.last_activity or self.started) + self.idle)
+        self.timer = self.loop.call_at(due, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self.timer = None
+        now = self.loop.time()
+        if now >= self.deadline:
+            self._fail(UpstreamError(self.deadline_kind))
+        elif now >= (self.last_activity or self.started) + self.idle:
+            head = self.parser.head_complete
+            self._fail(UpstreamError("idle_timeout" if head else "first_byte_timeout"))
+        else:
+            self._arm()  # there was activity: the idle limit moved
+
+    def disarm(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def start(
+        self,
+        request: bytes,
+        streaming: bool,
+        deadline: float,
+        deadline_kind: ErrorKind,
+        idle: float,
+    ) -> None:
+        """Send a request and start watching it: ``deadline`` for the whole exchange
+        (``deadline_kind`` names it), ``idle`` for the head and for silences of a stream."""
         if self.closed:  # closed while idle and not yet noticed: fail like a stale connection
             self.error = UpstreamError("disconnected", "before responding")
             self.got_bytes = False
@@ -174,8 +238,25 @@ class _Conn(asyncio.Protocol):
         self.got_bytes = False
         self.error = None
         self.eof = False
+        self.last_activity = 0.0
+        self.started = self.loop.time()
+        self.deadline = deadline
+        self.deadline_kind = deadline_kind
+        self.idle = idle
+        self._arm()
         assert self.transport is not None
         self.transport.write(request)
+
+    async def wait(self) -> None:
+        """Until the protocol has news for the current exchange (data, end, error)."""
+        w = self.waiter = self.loop.create_future()
+        try:
+            await w
+        except BaseException:
+            self.abort()  # cancelled (the client left): drop the upstream connection
+            raise
+        finally:
+            self.waiter = None
 
     def take(self) -> bytes:
         """All queued body bytes (streaming), resuming the socket if it was paused."""
@@ -274,6 +355,7 @@ class _Pool:
         if conn.closed or self.client.closed:
             conn.abort()
             return
+        conn.disarm()
         conn.idle_since = self.loop.time()
         conn.waiter = None
         conn.streaming = False
@@ -285,7 +367,7 @@ class Response:
     """An upstream response. Non-streamed: ``body`` is complete. Streamed: read pieces with
     ``readany()`` until it returns ``b""``; always ``release()`` (or ``close()``) at the end."""
 
-    __slots__ = ("_conn", "_deadline", "_idle", "_pool", "body", "headers", "status")
+    __slots__ = ("_conn", "_pool", "body", "headers", "status")
 
     def __init__(
         self,
@@ -294,16 +376,12 @@ class Response:
         status: int,
         headers: list[tuple[bytes, bytes]],
         body: bytes,
-        deadline: float,
-        idle: float,
     ) -> None:
         self._pool = pool
         self._conn: _Conn | None = conn
         self.status = status
         self.headers = headers
         self.body = body
-        self._deadline = deadline
-        self._idle = idle
 
     def header(self, name: bytes) -> bytes | None:
         for k, v in self.headers:
@@ -327,8 +405,7 @@ class Response:
             if conn.parser.complete or conn.eof:
                 self.release()
                 return b""
-            w = conn.waiter = conn.pool.loop.create_future()
-            await _wait(w, conn, self._deadline, "total_timeout", self._idle, "idle_timeout")
+            await conn.wait()
 
     async def read(self, limit: int = 1 << 20) -> bytes:
         """The rest of a streamed response (used for error bodies), at most ``limit`` bytes."""
@@ -359,52 +436,6 @@ class Response:
         if conn is not None:
             self._conn = None
             conn.abort()
-
-
-async def _wait(
-    w: asyncio.Future[None],
-    conn: _Conn,
-    deadline: float,
-    deadline_kind: ErrorKind,
-    idle: float,
-    idle_kind: ErrorKind,
-) -> None:
-    """Wait for ``w`` until ``deadline`` and while the connection is never silent for
-    ``idle`` seconds. One timer, re-armed only when it fires early (activity just moves a
-    timestamp). On expiry or cancellation the connection is dropped."""
-    loop = conn.loop
-    start = loop.time()
-    while True:
-        idle_at = (conn.last_activity or start) + idle
-        due = min(deadline, idle_at)
-        now = loop.time()
-        if due <= now:
-            conn.abort()
-            conn.waiter = None
-            raise UpstreamError(deadline_kind if deadline <= now else idle_kind)
-        handle = loop.call_at(due, _expire, w)
-        try:
-            await w
-        except _Expired:
-            w = conn.waiter = loop.create_future()
-            continue  # re-evaluated at the top: expired, or activity moved the idle limit
-        except BaseException:
-            conn.abort()  # cancelled (the client left): drop the upstream connection
-            conn.waiter = None
-            raise
-        finally:
-            handle.cancel()
-        conn.waiter = None
-        return
-
-
-class _Expired(Exception):
-    pass
-
-
-def _expire(w: asyncio.Future[None]) -> None:
-    if not w.done():
-        w.set_exception(_Expired())
 
 
 class Client:
@@ -447,20 +478,16 @@ class Client:
                 deadline_kind = "first_byte_timeout"
         for attempt in (0, 1):
             conn = await pool.acquire(timeouts.connect)
-            conn.start(request, stream)
-            conn.last_activity = 0.0
+            conn.start(request, stream, deadline, deadline_kind, timeouts.first_byte)
             if conn.error is None:
-                w = conn.waiter = loop.create_future()
-                await _wait(
-                    w, conn, deadline, deadline_kind, timeouts.first_byte, "first_byte_timeout"
-                )
+                await conn.wait()
             err = conn.error
             if err is None and conn.closed and not conn.parser.head_complete:
                 err = UpstreamError("disconnected", "before responding")
             if err is not None:
+                conn.abort()
                 if attempt == 0 and conn.reused and not conn.got_bytes:
                     continue  # a stale keep-alive connection: once more, on a new one
-                conn.abort()
                 raise err
             p = conn.parser
             if not p.head_complete:  # closed before any head although no parse error
@@ -473,9 +500,7 @@ class Client:
                 parts = conn.parts
                 body = parts[0] if len(parts) == 1 else b"".join(parts)
                 conn.parts = []
-            resp = Response(
-                pool, conn, p.status, list(p.headers), body, deadline, timeouts.first_byte
-            )
+            resp = Response(pool, conn, p.status, list(p.headers), body)
             if not stream:
                 resp.release()
             return resp
