@@ -301,6 +301,9 @@ class _Pool:
     async def acquire(self, connect_timeout: float) -> _Conn:
         now = self.loop.time()
         keepalive = self.client.keepalive_timeout
+        idle = self.idle
+        while idle and now - idle[0].idle_since > keepalive:  # the oldest expired: close
+            idle.popleft().abort()
         while self.idle:
             conn = self.idle.pop()  # most recently used first
             if conn.closed:
@@ -441,13 +444,18 @@ class Response:
 class Client:
     """One per worker: pools per origin, the TLS context, request execution."""
 
-    def __init__(self, limit: int = 10000, keepalive_timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        limit: int = 10000,
+        keepalive_timeout: float = 30.0,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self.loop = asyncio.get_running_loop()
         self.limit = limit
         self.keepalive_timeout = keepalive_timeout
         self.pools: dict[tuple[str, str, int], _Pool] = {}
         self.closed = False
-        self._ssl: ssl.SSLContext | None = None
+        self._ssl = ssl_context  # default: the system's trust store, verified
 
     def ssl_context(self) -> ssl.SSLContext:
         if self._ssl is None:

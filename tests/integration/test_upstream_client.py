@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import pytest
 
@@ -217,3 +220,58 @@ async def test_backpressure_pauses_the_upstream(client: Client) -> None:
         await asyncio.wait_for(done.wait(), 10)
         assert sent < 16 * 1024 * 1024  # the socket was paused long before 25 MiB
         resp.close()
+
+
+@pytest.fixture
+def self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+async def test_https_with_verified_certificate(self_signed: tuple[Path, Path]) -> None:
+    """TLS upstreams: the certificate is verified against the trust store given."""
+    cert, key = self_signed
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+
+    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await read_request(r)
+        w.write(b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nsecure")
+        await w.drain()
+
+    server = await asyncio.start_server(handler, "127.0.0.1", 0, ssl=server_ctx)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        trusting = ssl.create_default_context(cafile=str(cert))
+        c = Client(ssl_context=trusting)
+        origin = Origin("https", "localhost", port)
+        resp = await c.request(origin, req(origin), T, False)
+        assert (resp.status, resp.body) == (200, b"secure")
+        await c.close()
+        strict = Client()  # the system trust store does not know this certificate
+        with pytest.raises(UpstreamError) as e:
+            await strict.request(origin, req(origin), T, False)
+        assert e.value.kind == "connect_failed"
+        await strict.close()
