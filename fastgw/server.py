@@ -27,6 +27,7 @@ def serve(cfg: GatewayConfig, config_path: str | None) -> None:
         workers=s.workers,
         loop=Loops.uvloop,
         backlog=s.backlog,
+        backpressure=s.max_concurrent_requests,
         log_access=False,
         workers_kill_timeout=max(1, round(s.drain_timeout)),
         respawn_failed_workers=True,

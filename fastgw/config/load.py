@@ -218,6 +218,8 @@ def _semantic_checks(cfg: GatewayConfig, fail: typing.Callable[[str, str], None]
         fail("server.workers", f"must be at least 1, got {s.workers}")
     if s.backlog < 1:
         fail("server.backlog", f"must be at least 1, got {s.backlog}")
+    if s.max_concurrent_requests < 1:
+        fail("server.max_concurrent_requests", "must be at least 1")
     if s.max_body_bytes < 1:
         fail("server.max_body_bytes", "must be greater than zero")
     if s.max_event_bytes < 1024:

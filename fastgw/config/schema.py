@@ -22,6 +22,8 @@ class ServerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     port: int = 8080
     workers: int = 1
     backlog: int = 2048
+    #: Requests (streams included) one worker handles at once; past it, connections wait.
+    max_concurrent_requests: int = 10000
     #: Largest request body accepted (413 above it).
     max_body_bytes: int = 10 * MIB
     #: Largest single SSE event relayed from an upstream (the stream ends with an error above it).
