@@ -1,11 +1,12 @@
 """Benchmark fastgw against the floor of its stack.
 
-    python bench/run.py [--quick] [--json OUT] [--only direct,relay,gateway]
+    python bench/run.py [--quick] [--json OUT] [--only direct,bare,relay,gateway]
 
 Starts the mock upstream (pinned to the load core), then measures each system under test
 (SUT), each pinned to ONE core with one worker:
 
   direct   a second mock instance: what the client sees with no relay at all
+  bare     bench/granian_bare.py: Granian answering with the mock's responses itself
   relay    bench/minimal_relay.py: the smallest Granian + aiohttp pass-through
   gateway  ``python -m fastgw serve`` with one provider and one model
 
@@ -45,7 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 MODEL = "bench-model"
 PROMPT = "Say hello to the benchmark"
 CHAT_PATH = "/v1/chat/completions"
-SUTS = ("direct", "relay", "gateway")
+SUTS = ("direct", "bare", "relay", "gateway")
 RSS_STREAMS = 1000
 ROUNDS = 3  # rounds of the concurrency-1 latency and TTFT measurements
 
@@ -494,10 +495,11 @@ async def start_sut(
         return SUT(name, f"http://127.0.0.1:{port}", proc)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    if name == "relay":
+    if name in ("relay", "bare"):
+        target = "bench.minimal_relay:app" if name == "relay" else "bench.granian_bare:app"
         cmd = [*pin(core), sys.executable, "-m", "granian", "--interface", "asgi"]
         cmd += ["--loop", "uvloop", "--workers", "1", "--backlog", "8192"]
-        cmd += ["--host", "127.0.0.1", "--port", str(port), "bench.minimal_relay:app"]
+        cmd += ["--host", "127.0.0.1", "--port", str(port), target]
         proc = procs.start(name, cmd, env={"RELAY_UPSTREAM": f"http://127.0.0.1:{mock_port}"})
         await wait_ready(base + "/v1/models", proc, 30)
         return SUT(name, base, proc)
@@ -763,7 +765,7 @@ def main() -> int:
         "--only",
         default=",".join(SUTS),
         type=lambda s: [x for x in s.split(",") if x],
-        help="comma-separated subset of direct,relay,gateway (default: all)",
+        help="comma-separated subset of direct,bare,relay,gateway (default: all)",
     )
     parser.add_argument(
         "--stream-levels",
