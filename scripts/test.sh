@@ -11,4 +11,4 @@ echo "== mypy --strict"; mypy --strict
 echo "== pytest (compiled core)"
 python -m pytest -q -p no:cacheprovider
 echo "== pytest (pure-Python core: FASTGW_NO_EXTENSIONS=1)"
-FASTGW_NO_EXTENSIONS=1 python -m pytest -q -p no:cacheprovider tests/unit/test_sse.py tests/integration tests/e2e
+FASTGW_NO_EXTENSIONS=1 python -m pytest -q -p no:cacheprovider tests/unit/test_sse.py tests/unit/test_http1.py tests/integration tests/e2e
