@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
 from . import __version__
 from .config import ConfigError, resolve_config
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _version_line() -> str:
@@ -37,21 +41,26 @@ def cli() -> None:
     """fastgw: a fast AI gateway (OpenAI-compatible API in front, many providers behind)."""
 
 
-_config_opt = click.option(
-    "--config",
-    "-c",
-    "config",
-    envvar="FASTGW_CONFIG",
-    show_envvar=True,
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="Configuration file (YAML or JSON). Without one: the embedded default "
-    "(OpenAI if OPENAI_API_KEY is set, else the offline demo).",
-)
+def _config_option(required: bool, help: str) -> Callable[[F], F]:
+    return click.option(
+        "--config",
+        "-c",
+        "config",
+        envvar="FASTGW_CONFIG",
+        show_envvar=True,
+        type=click.Path(dir_okay=False),
+        default=None,
+        required=required,
+        help=help,
+    )
 
 
 @cli.command()
-@_config_opt
+@_config_option(
+    required=False,
+    help="Configuration file (YAML or JSON). Without one: the embedded default "
+    "(OpenAI if OPENAI_API_KEY is set, else the offline demo).",
+)
 @click.option("--host", envvar="FASTGW_HOST", show_envvar=True, default=None, help="Bind address.")
 @click.option(
     "--port", envvar="FASTGW_PORT", show_envvar=True, type=int, default=None, help="Port."
@@ -89,16 +98,7 @@ def serve(config: str | None, host: str | None, port: int | None, workers: int |
 
 
 @cli.command()
-@click.option(
-    "--config",
-    "-c",
-    "config",
-    envvar="FASTGW_CONFIG",
-    show_envvar=True,
-    type=click.Path(dir_okay=False),
-    required=True,
-    help="Configuration file to validate.",
-)
+@_config_option(required=True, help="Configuration file to validate.")
 def check(config: str) -> None:
     """Validate a configuration file; print the exact path of every error."""
     try:

@@ -5,25 +5,25 @@ from __future__ import annotations
 import importlib
 from collections.abc import Iterator
 from types import ModuleType
+from typing import Any
 
 import pytest
 
 from tests.servers import Proc, gateway_config, start_gateway, start_mock
 
-# === fastgw._core.sse twins ===================================================================
-# `sse_impl` is the pure-Python reference and the compiled twin in turn; the compiled param is
-# skipped when FASTGW_NO_EXTENSIONS is set or the extension is not built.
+# === fastgw._core twins =======================================================================
+# Each `<module>_impl` fixture is the pure-Python reference and the compiled twin in turn; the
+# compiled param is skipped when FASTGW_NO_EXTENSIONS is set or the extension is not built.
 
 
-@pytest.fixture(
-    scope="session",
-    params=[
-        pytest.param("fastgw._core._sse_py", id="pure-python"),
-        pytest.param("fastgw._core._sse_c", id="c-extension"),
-    ],
-)
-def sse_impl(request: pytest.FixtureRequest) -> ModuleType:
-    name: str = request.param
+def _twin_params(module: str) -> list[Any]:
+    return [
+        pytest.param(f"fastgw._core.{module}_py", id="pure-python"),
+        pytest.param(f"fastgw._core.{module}_c", id="c-extension"),
+    ]
+
+
+def _load_twin(name: str) -> ModuleType:
     if name.endswith("_c"):
         from fastgw._core import NO_EXTENSIONS
 
@@ -36,7 +36,17 @@ def sse_impl(request: pytest.FixtureRequest) -> ModuleType:
     return importlib.import_module(name)
 
 
-# === end fastgw._core.sse twins ===============================================================
+@pytest.fixture(scope="session", params=_twin_params("_sse"))
+def sse_impl(request: pytest.FixtureRequest) -> ModuleType:
+    return _load_twin(request.param)
+
+
+@pytest.fixture(scope="session", params=_twin_params("_http1"))
+def http1_impl(request: pytest.FixtureRequest) -> ModuleType:
+    return _load_twin(request.param)
+
+
+# === end fastgw._core twins ===================================================================
 
 
 # === servers on loopback (integration, e2e) ===================================================
@@ -59,32 +69,3 @@ def gateway(mock: Proc) -> Iterator[Proc]:
 
 
 # === end servers ==============================================================================
-
-
-# === fastgw._core.http1 twins =================================================================
-# `http1_impl` is the pure-Python reference and the compiled twin in turn; the compiled param
-# is skipped when FASTGW_NO_EXTENSIONS is set or the extension is not built.
-
-
-@pytest.fixture(
-    scope="session",
-    params=[
-        pytest.param("fastgw._core._http1_py", id="pure-python"),
-        pytest.param("fastgw._core._http1_c", id="c-extension"),
-    ],
-)
-def http1_impl(request: pytest.FixtureRequest) -> ModuleType:
-    name: str = request.param
-    if name.endswith("_c"):
-        from fastgw._core import NO_EXTENSIONS
-
-        if NO_EXTENSIONS:
-            pytest.skip("FASTGW_NO_EXTENSIONS is set: compiled twin disabled")
-        try:
-            return importlib.import_module(name)
-        except ImportError as exc:
-            pytest.skip(f"compiled twin {name} is not built ({exc})")
-    return importlib.import_module(name)
-
-
-# === end fastgw._core.http1 twins =============================================================
