@@ -142,8 +142,7 @@ class Gateway:
 
     async def startup(self) -> None:
         """The worker's upstream client: one keep-alive pool per provider origin."""
-        limit = max((p.max_connections for p in self.cfg.providers.values()), default=100)
-        self.client = Client(limit=limit)
+        self.client = Client()  # pool sizes: each provider's max_connections
         self.ready = True
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:

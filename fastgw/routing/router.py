@@ -55,7 +55,10 @@ class Router:
         self.providers: dict[str, Provider] = {
             name: build_provider(name, p) for name, p in cfg.providers.items()
         }
-        self.wires = {name: Wire(p.base_url, p.headers) for name, p in self.providers.items()}
+        self.wires = {
+            name: Wire(p.base_url, p.headers, cfg.providers[name].max_connections)
+            for name, p in self.providers.items()
+        }
         self.exact: dict[str, Route] = {}
         patterns: list[tuple[str, str, Route]] = []
         for name, m in cfg.models.items():

@@ -61,9 +61,11 @@ class Timeouts:
 class Origin:
     """Where requests go: scheme, host, port; and the request-line/headers prefix for it."""
 
-    __slots__ = ("host", "host_header", "key", "port", "tls")
+    __slots__ = ("host", "host_header", "key", "limit", "port", "tls")
 
-    def __init__(self, scheme: str, host: str, port: int | None) -> None:
+    def __init__(self, scheme: str, host: str, port: int | None, limit: int | None = None) -> None:
+        #: Most connections open to this origin from one client (None: the client's default).
+        self.limit = limit
         self.tls = scheme == "https"
         self.host = host
         self.port = port or (443 if self.tls else 80)
@@ -467,7 +469,8 @@ class Client:
     def pool(self, origin: Origin) -> _Pool:
         pool = self.pools.get(origin.key)
         if pool is None:
-            pool = self.pools[origin.key] = _Pool(self, origin, self.limit)
+            limit = origin.limit or self.limit
+            pool = self.pools[origin.key] = _Pool(self, origin, limit)
         return pool
 
     async def request(

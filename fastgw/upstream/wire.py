@@ -13,10 +13,12 @@ class Wire:
 
     __slots__ = ("_prefix", "_query", "_static", "base_path", "origin")
 
-    def __init__(self, base_url: str, headers: dict[str, str]) -> None:
+    def __init__(
+        self, base_url: str, headers: dict[str, str], max_connections: int | None = None
+    ) -> None:
         u = urlsplit(base_url)
         assert u.hostname, "validated by the config"
-        self.origin = Origin(u.scheme, u.hostname, u.port)
+        self.origin = Origin(u.scheme, u.hostname, u.port, max_connections)
         self.base_path = u.path.rstrip("/")
         query = f"?{u.query}" if u.query else ""
         self._static = (
