@@ -134,7 +134,7 @@ SECRET = "sk-test-secret-0123456789abcdef"
 def gateway_config(mock: Proc) -> dict[str, Any]:
     base = f"{mock.url}/v1"
     return {
-        "server": {"max_body_bytes": 65536},
+        "server": {"max_body_bytes": 65536, "max_event_bytes": 2 * 1024 * 1024},
         "providers": {
             "mock": {"kind": "openai", "base_url": base, "api_key": SECRET},
             "impatient": {

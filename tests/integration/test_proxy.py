@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from http.client import HTTPConnection
 from typing import Any
 
 import aiohttp
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.servers import SECRET, Proc
 
@@ -203,6 +206,19 @@ async def test_stream_relays_one_megabyte_event(http: aiohttp.ClientSession, gat
     assert len(content) >= 2 * (1 << 20) - 4096
 
 
+async def test_stream_event_over_limit_ends_with_sse_error(
+    http: aiohttp.ClientSession, gateway: Proc
+) -> None:
+    body = chat_body(stream=True, mock={"chunks": 2, "event_bytes": 3 << 20})  # limit: 2 MiB
+    async with http.post(f"{gateway.url}{CHAT}", json=body) as r:
+        assert r.status == 200
+        events = sse_data(await r.read())
+    assert events[-1] == b"[DONE]"
+    err = assert_error_shape(json.loads(events[-2]))
+    assert err["code"] == "upstream_event_too_large"
+    assert all(len(e) < 3 << 20 for e in events)  # the oversized event never reached the client
+
+
 async def test_stream_arrives_incrementally(http: aiohttp.ClientSession, gateway: Proc) -> None:
     """Events are relayed as they come, not buffered until the end."""
     body = chat_body(stream=True, mock={"chunks": 6, "interval_ms": 200})
@@ -390,3 +406,36 @@ async def test_secret_never_in_gateway_output(gateway: Proc) -> None:
     # runs after the error tests above (file order): nothing they caused may log the key
     assert SECRET not in gateway.output()
     assert "Traceback" not in gateway.output()
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    body=st.one_of(
+        st.binary(max_size=300),
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+            lambda inner: (
+                st.lists(inner, max_size=4)
+                | st.dictionaries(
+                    st.sampled_from(["model", "messages", "stream", "stream_options", "role", "x"]),
+                    inner,
+                    max_size=5,
+                )
+            ),
+            max_leaves=12,
+        ).map(lambda v: json.dumps(v).encode()),
+    ),
+    path=st.sampled_from([CHAT, "/v1/completions", "/v1/embeddings"]),
+)
+def test_random_bodies_never_500(gateway: Proc, body: bytes, path: str) -> None:
+    """Whatever the body, the answer is a proxied success or a clean 4xx in OpenAI's shape."""
+    conn = HTTPConnection("127.0.0.1", gateway.port, timeout=10)
+    conn.request("POST", path, body, {"content-type": "application/json"})
+    resp = conn.getresponse()
+    data = resp.read()
+    conn.close()
+    assert resp.status in (200, 400, 404), (resp.status, data[:300])
+    if resp.status != 200:
+        assert_error_shape(json.loads(data))
