@@ -38,6 +38,8 @@ _SSE_HEADERS: Headers = [
     (b"x-accel-buffering", b"no"),
 ]
 _DONE = b"data: [DONE]\n\n"
+#: Largest body relayed from a server that ignored ``stream: true`` and answered whole.
+_MAX_UNSTREAMED = 64 * 1024 * 1024
 #: Bytes past the body limit still read (and dropped) before answering 413.
 _DRAIN_LIMIT = 8 * 1024 * 1024
 _END: Message = {"type": "http.response.body", "body": b"", "more_body": False}
@@ -46,6 +48,15 @@ _encoder = msgspec.json.Encoder()
 
 _RID_PREFIX = os.urandom(6).hex().encode()
 _rid_counter = itertools.count(1)
+
+
+def _new_rid_prefix() -> None:  # a forked worker must not repeat its parent's ids
+    global _RID_PREFIX, _rid_counter
+    _RID_PREFIX = os.urandom(6).hex().encode()
+    _rid_counter = itertools.count(1)
+
+
+os.register_at_fork(after_in_child=_new_rid_prefix)
 
 
 def _request_id(value: bytes | None) -> bytes:
@@ -317,9 +328,14 @@ class Gateway:
         try:
             resp = await client.request(target.wire.origin, data, target.timeouts, stream)
             del data
+            ctype = resp.header(b"content-type") or b"application/json"
+            if stream and resp.status >= 400:
+                await resp.read()  # the error's message
+                stream = False
+            elif stream and not ctype.startswith(b"text/event-stream"):
+                await resp.read(_MAX_UNSTREAMED, truncate=False)  # answered without streaming
+                stream = False
             if resp.status >= 400:
-                if stream:
-                    await resp.read()
                 raise up.error_response(target, resp)
         except UpstreamError as e:
             raise up.transport_error(e, target) from None
@@ -327,7 +343,6 @@ class Gateway:
             await self._relay_stream(receive, send, target, resp, drop_usage, rid)
             return
         data = resp.body
-        ctype = resp.header(b"content-type") or b"application/json"
         headers = [
             (b"content-type", ctype),
             (b"content-length", b"%d" % len(data)),

@@ -412,14 +412,17 @@ class Response:
                 return b""
             await conn.wait()
 
-    async def read(self, limit: int = 1 << 20) -> bytes:
-        """The rest of a streamed response (used for error bodies), at most ``limit`` bytes."""
+    async def read(self, limit: int = 1 << 20, truncate: bool = True) -> bytes:
+        """The rest of a streamed response as ``body``, at most ``limit`` bytes: cut there
+        (``truncate``, fine for an error message) or an ``UpstreamError``."""
         parts = [self.body] if self.body else []
         size = len(self.body)
         while size <= limit and (chunk := await self.readany()):
             parts.append(chunk)
             size += len(chunk)
         self.close()  # no-op when the body ended (released already)
+        if size > limit and not truncate:
+            raise UpstreamError("protocol", f"response body over {limit} bytes")
         self.body = b"".join(parts)[:limit]
         return self.body
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -182,3 +183,41 @@ def test_two_workers_serve_and_drain_on_sigterm(mock: Proc) -> None:
     assert raw.endswith(b"data: [DONE]\n\n"), raw[-200:]
     assert raw.count(b"data: ") == 12 + 3  # role + 12 content + finish + [DONE]
     assert b'"error"' not in raw
+
+
+async def test_stream_request_answered_without_streaming() -> None:
+    """An OpenAI-compatible server that ignores ``stream: true`` and answers with JSON: the
+    client gets that JSON as it is, not a broken event stream."""
+    reply = b'{"id":"x","object":"chat.completion","choices":[]}'
+
+    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        head = await r.readuntil(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+        await r.readexactly(length)
+        w.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+            b"content-length: %d\r\n\r\n%s" % (len(reply), reply)
+        )
+        await w.drain()
+
+    server = await asyncio.start_server(handler, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    config = {
+        "providers": {"p": {"kind": "openai", "base_url": f"http://127.0.0.1:{port}/v1"}},
+        "models": {"m": {"targets": [{"provider": "p"}]}},
+    }
+    async with server:
+        gw = await asyncio.to_thread(start_gateway, config)
+        try:
+            async with aiohttp.ClientSession() as http:
+                body = {
+                    "model": "m",
+                    "stream": True,
+                    "messages": [{"role": "user", "content": "x"}],
+                }
+                async with http.post(f"{gw.url}/v1/chat/completions", json=body) as r:
+                    assert r.status == 200
+                    assert r.headers["content-type"] == "application/json"
+                    assert await r.read() == reply
+        finally:
+            await asyncio.to_thread(gw.stop)
