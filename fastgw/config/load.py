@@ -210,6 +210,12 @@ def _closest(word: str, options: list[str]) -> str | None:
     return got[0] if got else None
 
 
+#: Headers the upstream client writes itself (framing, routing): not settable per provider.
+_GATEWAY_HEADERS = frozenset(
+    {"host", "content-length", "transfer-encoding", "connection", "x-request-id"}
+)
+
+
 def _semantic_checks(cfg: GatewayConfig, fail: typing.Callable[[str, str], None]) -> None:
     s = cfg.server
     if not 0 < s.port < 65536:
@@ -230,9 +236,13 @@ def _semantic_checks(cfg: GatewayConfig, fail: typing.Callable[[str, str], None]
             fail(f"providers.{name}.base_url", f"expected an http(s) URL, got {p.base_url!r}")
         if p.max_connections < 1:
             fail(f"providers.{name}.max_connections", "must be at least 1")
-        for h in p.headers:
+        for h, value in p.headers.items():
             if not h or any(c in h for c in " :\r\n"):
                 fail(f"providers.{name}.headers", f"invalid header name {h!r}")
+            elif h.lower() in _GATEWAY_HEADERS:
+                fail(f"providers.{name}.headers.{h}", "is set by the gateway itself")
+            elif any(c in value for c in "\r\n\0"):
+                fail(f"providers.{name}.headers.{h}", "a header value cannot contain CR, LF or NUL")
     for mname, m in cfg.models.items():
         if not mname:
             fail("models", "a model name cannot be empty")

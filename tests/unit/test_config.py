@@ -90,7 +90,12 @@ def test_semantic_errors() -> None:
         validate(
             {
                 "server": {"port": 70000},
-                "providers": {"p": {"kind": "openai", "headers": {"bad name": "x"}}},
+                "providers": {
+                    "p": {
+                        "kind": "openai",
+                        "headers": {"bad name": "x", "Host": "evil", "X-Ok": "a\r\nb: c"},
+                    }
+                },
                 "models": {"a*b*": {"targets": [{"provider": "q", "model": ""}]}},
             },
             env={},
@@ -98,6 +103,8 @@ def test_semantic_errors() -> None:
     errors = e.value.errors
     assert "server.port: must be between 1 and 65535, got 70000" in errors
     assert "providers.p.headers: invalid header name 'bad name'" in errors
+    assert "providers.p.headers.Host: is set by the gateway itself" in errors
+    assert "providers.p.headers.X-Ok: a header value cannot contain CR, LF or NUL" in errors
     assert "models.a*b*: a model pattern may contain at most one '*'" in errors
     assert "models.a*b*.targets[0].provider: unknown provider 'q' (known: p)" in errors
     assert "models.a*b*.targets[0].model: cannot be empty" in errors
