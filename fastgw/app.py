@@ -25,7 +25,7 @@ from .api.openai import Endpoint, ParsedRequest, parse_request
 from .asgi import ASGIApp, Message, Receive, Scope, Send
 from .config import GatewayConfig, resolve_config
 from .routing import Router, Target
-from .routing import upstream as up
+from .routing import errors as upstream_errors
 from .upstream import Client, Response, UpstreamError
 
 Headers = list[tuple[bytes, bytes]]
@@ -336,9 +336,9 @@ class Gateway:
                 await resp.read(_MAX_UNSTREAMED, truncate=False)  # answered without streaming
                 stream = False
             if resp.status >= 400:
-                raise up.error_response(target, resp)
+                raise upstream_errors.error_response(target, resp)
         except UpstreamError as e:
-            raise up.transport_error(e, target) from None
+            raise upstream_errors.transport_error(e, target) from None
         if stream:
             await self._relay_stream(receive, send, target, resp, drop_usage, rid)
             return
@@ -391,7 +391,7 @@ class Gateway:
                         "upstream_event_too_large",
                     )
                 else:
-                    err = up.transport_error(e, target)
+                    err = upstream_errors.transport_error(e, target)
                 await send(
                     {
                         "type": "http.response.body",
