@@ -10,7 +10,7 @@ objects.
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_FromStringAndSize
 from cpython.bytearray cimport PyByteArray_GET_SIZE, PyByteArray_Resize
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
-from cpython.mem cimport PyMem_Free, PyMem_Realloc
+from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from libc.string cimport memchr, memcmp, memcpy, memmove
 
 __all__ = [
@@ -479,20 +479,29 @@ cdef long long _read_count(
     return -value if neg else value
 
 
-cdef bint _extract(const unsigned char* d, Py_ssize_t n, long long* out) noexcept:
-    """The C core of extract_usage: fills out[0:4], returns False for None."""
+cdef Py_ssize_t _last_usage(const unsigned char* d, Py_ssize_t n, Py_ssize_t* at) noexcept:
+    """Value index of the last ``"usage"`` key pattern in d[0:n], or -1; at[0] is then the
+    index of its quoted key."""
     cdef Py_ssize_t i = n - 7
-    cdef Py_ssize_t v = -1
-    cdef Py_ssize_t end
-    # The last key pattern: scan backwards (usage comes last in practice), Horspool-style:
-    # the window's first byte tells how far the previous possible match can be.
+    cdef Py_ssize_t v
+    # Scan backwards (usage comes last in practice), Horspool-style: the window's first byte
+    # tells how far the previous possible match can be.
     while i >= 0:
         if d[i] == 0x22 and memcmp(d + i, b'"usage"', 7) == 0:
             v = _key_value(d, 0, n, b'"usage"', 7, i)
             if v >= 0:
-                break
+                at[0] = i
+                return v
         i -= _USAGE_SHIFT[d[i]]
-    if v < 0 or v >= n or d[v] != 0x7B:
+    return -1
+
+
+cdef bint _usage_at(
+    const unsigned char* d, Py_ssize_t n, Py_ssize_t v, long long* out
+) noexcept:
+    """Fills out[0:4] from the usage value at d[v]; False unless it is a terminated object."""
+    cdef Py_ssize_t end
+    if v >= n or d[v] != 0x7B:
         return False
     end = _object_end(d, n, v)
     if end < 0:
@@ -502,6 +511,44 @@ cdef bint _extract(const unsigned char* d, Py_ssize_t n, long long* out) noexcep
     out[1] = _read_count(d, v, end, b'"completion_tokens"', 19)
     out[2] = _read_count(d, v, end, b'"total_tokens"', 14)
     out[3] = _read_count(d, v, end, b'"cached_tokens"', 15)
+    return True
+
+
+cdef bint _extract(const unsigned char* d, Py_ssize_t n, long long* out) noexcept:
+    """The C core of extract_usage: fills out[0:4], returns False for None."""
+    cdef Py_ssize_t at
+    cdef Py_ssize_t v = _last_usage(d, n, &at)
+    return v >= 0 and _usage_at(d, n, v, out)
+
+
+cdef bint _null_usage_cut(
+    const unsigned char* d, Py_ssize_t n, Py_ssize_t at, Py_ssize_t v, Py_ssize_t* cut
+) noexcept:
+    """The span [cut[0], cut[1]) of d that removes the member whose quoted key is at d[at]
+    and whose value starts at d[v]; False unless that value is ``null`` followed by ws and
+    ``}`` or ``,`` (see ``_sse_py._null_usage_cut``)."""
+    cdef Py_ssize_t j = v + 4
+    cdef Py_ssize_t k = at - 1
+    if j > n or memcmp(d + v, b"null", 4) != 0:
+        return False
+    while j < n and _is_ws(d[j]):
+        j += 1
+    if j >= n or (d[j] != 0x7D and d[j] != 0x2C):  # '}' ','
+        return False
+    while _is_ws(d[k]):  # the key pattern guarantees a '{' or ',' before the key
+        k -= 1
+    if d[k] == 0x2C:
+        cut[0] = k
+        cut[1] = v + 4
+    else:
+        cut[0] = at
+        if d[j] == 0x2C:
+            j += 1
+            while j < n and _is_ws(d[j]):
+                j += 1
+            cut[1] = j
+        else:
+            cut[1] = v + 4
     return True
 
 
@@ -560,12 +607,39 @@ def has_empty_choices(data):
 
 # --- relay filter ---------------------------------------------------------------------------
 
+cdef inline bint _one_data_line(
+    const unsigned char* b, Py_ssize_t n, Py_ssize_t d_off, Py_ssize_t d_len
+) noexcept:
+    """The block b[0:n], known to have one data line whose value is b[d_off:d_off + d_len],
+    is exactly that line (see ``_sse_py._single_data_line``): ``data:``, an optional space,
+    the data, then only line terminators; a leading LF (the rest of the previous block's
+    CRLF, split off by a chunk boundary) is allowed."""
+    cdef Py_ssize_t lead = 1 if b[0] == _LF else 0
+    cdef Py_ssize_t i
+    if d_off != lead + 5 and not (d_off == lead + 6 and b[lead + 5] == 0x20):
+        return False
+    if memcmp(b + lead, b"data:", 5) != 0:
+        return False
+    for i in range(d_off + d_len, n):
+        if b[i] != _LF and b[i] != _CR:
+            return False
+    return True
+
+
+cdef enum:
+    _INLINE_CUTS = 4   # spans held in the object itself: no allocation for a few per call
+
+
 cdef class StreamFilter(_Framer):
     """Relay filter for OpenAI-shaped chat/completions streams (identity relay).
 
     Forwards every block unchanged, records the last usage it saw and whether ``[DONE]``
-    arrived. With ``drop_usage_only`` it removes the usage-only chunk (empty ``choices``) that
-    the gateway asked for on the client's behalf.
+    arrived. With ``drop_usage_only`` it undoes the ``stream_options.include_usage`` that the
+    gateway asked for on the client's behalf: it removes the usage-only chunk (empty
+    ``choices``), and the ``"usage":null`` member that the upstream then adds to every other
+    chunk. That member is the last ``"usage"`` key of the data when its value is ``null``; it
+    is cut only from blocks that are a single data line, other blocks are forwarded
+    unchanged.
     """
 
     cdef bint _drop
@@ -573,8 +647,21 @@ cdef class StreamFilter(_Framer):
     cdef readonly bint done
     cdef readonly Py_ssize_t events
     cdef readonly Py_ssize_t dropped
-    cdef Py_ssize_t _run_start   # start of the run of forwarded bytes not yet emitted
-    cdef list _pieces            # emitted runs, only when a block was dropped
+    # Spans of buf left out of the output of the current feed/flush call, in order and not
+    # overlapping: [_cuts[2k], _cuts[2k + 1]). _cuts is _inline_cuts, or a heap array when
+    # more were needed, freed after the call.
+    cdef Py_ssize_t* _cuts
+    cdef Py_ssize_t _n_cuts
+    cdef Py_ssize_t _cuts_cap
+    cdef Py_ssize_t _inline_cuts[2 * _INLINE_CUTS]
+
+    def __cinit__(self, *args, **kwargs):
+        self._cuts = self._inline_cuts
+        self._n_cuts = 0
+        self._cuts_cap = _INLINE_CUTS
+
+    def __dealloc__(self):
+        self._free_cuts()
 
     def __init__(self, bint drop_usage_only=False, Py_ssize_t max_event_bytes=0):
         self._drop = drop_usage_only
@@ -583,12 +670,39 @@ cdef class StreamFilter(_Framer):
         self.done = False
         self.events = 0
         self.dropped = 0
-        self._run_start = 0
-        self._pieces = None
+
+    cdef void _free_cuts(self) noexcept:
+        if self._cuts is not self._inline_cuts:
+            PyMem_Free(self._cuts)
+            self._cuts = self._inline_cuts
+            self._cuts_cap = _INLINE_CUTS
+        self._n_cuts = 0
+
+    cdef int _cut(self, Py_ssize_t start, Py_ssize_t end) except -1:
+        """Leave buf[start:end] out of the output."""
+        cdef Py_ssize_t cap
+        cdef Py_ssize_t* nc
+        if self._n_cuts == self._cuts_cap:
+            cap = self._cuts_cap * 4
+            if self._cuts is self._inline_cuts:
+                nc = <Py_ssize_t*>PyMem_Malloc(<size_t>cap * 2 * sizeof(Py_ssize_t))
+                if nc is not NULL:
+                    memcpy(nc, self._cuts, <size_t>self._n_cuts * 2 * sizeof(Py_ssize_t))
+            else:
+                nc = <Py_ssize_t*>PyMem_Realloc(self._cuts, <size_t>cap * 2 * sizeof(Py_ssize_t))
+            if nc is NULL:
+                raise MemoryError()
+            self._cuts = nc
+            self._cuts_cap = cap
+        self._cuts[2 * self._n_cuts] = start
+        self._cuts[2 * self._n_cuts + 1] = end
+        self._n_cuts += 1
+        return 0
 
     cdef int _block(self, Py_ssize_t end) except -1:
         cdef const unsigned char* d
-        cdef Py_ssize_t n
+        cdef Py_ssize_t n, v, at, off
+        cdef Py_ssize_t cut[2]
         cdef long long u[4]
         cdef object acc
         if self.n_data == 0:
@@ -603,35 +717,55 @@ cdef class StreamFilter(_Framer):
             n = PyByteArray_GET_SIZE(acc)
         if n == 6 and memcmp(d, b"[DONE]", 6) == 0:
             self.done = True
-        elif n > 0 and _extract(d, n, u):
+            return 0
+        v = _last_usage(d, n, &at)
+        if v < 0:
+            return 0
+        if _usage_at(d, n, v, u):
             self.usage = (u[0], u[1], u[2], u[3])
             if self._drop and _empty_choices(d, n):
                 self.dropped += 1
-                if self._pieces is None:
-                    self._pieces = []
-                if self.bstart > self._run_start:
-                    self._pieces.append(self._slice(self._run_start, self.bstart))
-                self._run_start = end
+                self._cut(self.bstart, end)
+        elif (
+            self._drop
+            and self.n_data == 1
+            and _null_usage_cut(d, n, at, v, cut)
+            and _one_data_line(self.buf + self.bstart, end - self.bstart, self.d_off, self.d_len)
+        ):
+            off = self.bstart + self.d_off
+            self._cut(off + cut[0], off + cut[1])
         return 0
 
-    cdef bytes _slice(self, Py_ssize_t start, Py_ssize_t end):
-        return PyBytes_FromStringAndSize(<char*>(self.buf + start), end - start)
-
     cdef bytes _collect(self, Py_ssize_t end):
-        cdef list pieces = self._pieces
-        cdef bytes tail = self._slice(self._run_start, end) if end > self._run_start else b""
-        self._pieces = None
-        self._run_start = 0
-        if pieces is None:
-            return tail
-        pieces.append(tail)
-        return b"".join(pieces)
+        """buf[0:end] less the cuts; resets the cuts."""
+        cdef Py_ssize_t k, lo, hi, total, prev
+        cdef bytes out
+        cdef char* p
+        if self._n_cuts == 0:
+            return PyBytes_FromStringAndSize(<char*>self.buf, end) if end > 0 else b""
+        total = end
+        for k in range(self._n_cuts):
+            total -= self._cuts[2 * k + 1] - self._cuts[2 * k]
+        if total == 0:
+            self._free_cuts()
+            return b""
+        out = PyBytes_FromStringAndSize(NULL, total)
+        p = PyBytes_AS_STRING(out)
+        prev = 0
+        for k in range(self._n_cuts):
+            lo = self._cuts[2 * k]
+            hi = self._cuts[2 * k + 1]
+            memcpy(p, self.buf + prev, <size_t>(lo - prev))
+            p += lo - prev
+            prev = hi
+        memcpy(p, self.buf + prev, <size_t>(end - prev))
+        self._free_cuts()
+        return out
 
     def feed(self, chunk):
         """Bytes of the blocks completed by ``chunk`` that are to be forwarded."""
         cdef bytes out
-        self._run_start = 0
-        self._pieces = None
+        self._free_cuts()
         self._scan_chunk(chunk)
         out = self._collect(self.bstart)
         self._compact()
@@ -641,8 +775,7 @@ cdef class StreamFilter(_Framer):
     def flush(self):
         """End of stream: the trailing incomplete block, filtered like any other."""
         cdef bytes out = b""
-        self._run_start = 0
-        self._pieces = None
+        self._free_cuts()
         try:
             if self._finish():
                 out = self._collect(self.size)

@@ -178,6 +178,8 @@ _EMPTY_CHOICES: Final = re.compile(_key(b"choices").pattern + rb"\[" + _WS + rb"
 _BRACE_OR_QUOTE: Final = re.compile(rb'[{}"]')
 _STRING_REST: Final = re.compile(rb'[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)  # after the open quote
 _INT: Final = re.compile(rb"-?([0-9]+)")
+# after the usage key: ``null``, ws, then ``}`` or (group 1) ``,`` and the ws after it
+_NULL_THEN: Final = re.compile(b"null" + _WS + rb"(?:\}|(," + _WS + b"))")
 _MAX_DIGITS: Final = 18
 
 
@@ -218,18 +220,16 @@ def _read_count(data: bytes, key: re.Pattern[bytes], lo: int, hi: int) -> int:
     return int(n.group(0))
 
 
-def extract_usage(data: bytes) -> tuple[int, int, int, int] | None:
-    """``(prompt, completion, total, cached)`` tokens from the last ``"usage"`` key in ``data``.
-
-    None when there is no such key or its value is not a terminated JSON object. A missing
-    or non-integer count (null, float, string, more than 18 digits) reads 0.
-    """
+def _last_usage_key(data: bytes) -> re.Match[bytes] | None:
+    """The last ``"usage"`` key pattern in ``data`` (its match ends at the value), or None."""
     last = None
     for last in _USAGE_KEY.finditer(data):  # noqa: B007 - we want the last match
         pass
-    if last is None:
-        return None
-    lo = last.end()
+    return last
+
+
+def _usage_at(data: bytes, lo: int) -> tuple[int, int, int, int] | None:
+    """The counts of the usage value starting at ``data[lo]``; None unless a terminated object."""
     if lo >= len(data) or data[lo] != 0x7B:
         return None
     end = _object_end(data, lo)
@@ -240,6 +240,34 @@ def extract_usage(data: bytes) -> tuple[int, int, int, int] | None:
     return (p, c, t, k)
 
 
+def extract_usage(data: bytes) -> tuple[int, int, int, int] | None:
+    """``(prompt, completion, total, cached)`` tokens from the last ``"usage"`` key in ``data``.
+
+    None when there is no such key or its value is not a terminated JSON object. A missing
+    or non-integer count (null, float, string, more than 18 digits) reads 0.
+    """
+    key = _last_usage_key(data)
+    return None if key is None else _usage_at(data, key.end())
+
+
+def _null_usage_cut(data: bytes, key: re.Match[bytes]) -> tuple[int, int] | None:
+    """The span of ``data`` to remove so that the member of ``key`` is gone, or None.
+
+    Only when the value is the literal ``null`` followed by optional whitespace and ``}`` or
+    ``,``. After a ``,`` the cut runs from that ``,`` through ``null``; as the first member
+    (after ``{``) it runs from the quoted key through ``null``, plus the following ``,`` and
+    the whitespace after it when a ``,`` follows.
+    """
+    m = _NULL_THEN.match(data, key.end())
+    if m is None:
+        return None
+    null_end = key.end() + 4
+    if data[key.start()] == 0x2C:  # ','
+        return (key.start(), null_end)
+    quote = data.index(b'"', key.start())
+    return (quote, m.end() if m.group(1) else null_end)
+
+
 def has_empty_choices(data: bytes) -> bool:
     """True iff a ``"choices"`` key has the empty array ``[]`` as its value."""
     return _EMPTY_CHOICES.search(data) is not None
@@ -248,14 +276,37 @@ def has_empty_choices(data: bytes) -> bool:
 # --- relay filter ---------------------------------------------------------------------------
 
 _DONE: Final = b"[DONE]"
+_EOLS_ONLY: Final = re.compile(rb"[\r\n]*")
+
+
+def _single_data_line(raw: bytes, data: bytes) -> int:
+    """Index of ``data`` in ``raw`` if the block is exactly one data line, else -1.
+
+    That is ``data:``, an optional space, the data, then only line terminators (none or one
+    when the block came from ``flush()``). A leading LF is allowed: it is the rest of the
+    CRLF that ended the previous block, split off by a chunk boundary.
+    """
+    start = 1 if raw[:1] == b"\n" else 0
+    if not raw.startswith(b"data:", start):
+        return -1
+    start += 5
+    if raw[start : start + 1] == b" ":
+        start += 1
+    if not raw.startswith(data, start) or _EOLS_ONLY.fullmatch(raw, start + len(data)) is None:
+        return -1
+    return start
 
 
 class StreamFilter:
     """Relay filter for OpenAI-shaped chat/completions streams (identity relay).
 
     Forwards every block unchanged, records the last usage it saw and whether ``[DONE]``
-    arrived. With ``drop_usage_only`` it removes the usage-only chunk (empty ``choices``) that
-    the gateway asked for on the client's behalf.
+    arrived. With ``drop_usage_only`` it undoes the ``stream_options.include_usage`` that the
+    gateway asked for on the client's behalf: it removes the usage-only chunk (empty
+    ``choices``), and the ``"usage":null`` member that the upstream then adds to every other
+    chunk. That member is the last ``"usage"`` key of the data when its value is ``null``; it
+    is cut only from blocks that are a single data line (see ``_single_data_line``), other
+    blocks are forwarded unchanged.
     """
 
     __slots__ = ("_done", "_drop", "_dropped", "_events", "_parser", "_usage")
@@ -290,27 +341,37 @@ class StreamFilter:
 
     def feed(self, chunk: bytes) -> bytes:
         """Bytes of the blocks completed by ``chunk`` that are to be forwarded."""
-        return b"".join([ev.raw for ev in self._parser.feed(chunk) if self._keep(ev)])
+        return b"".join([self._relay(ev) for ev in self._parser.feed(chunk)])
 
     def flush(self) -> bytes:
         """End of stream: the trailing incomplete block, filtered like any other."""
         ev = self._parser.flush()
-        if ev is None or not self._keep(ev):
-            return b""
-        return ev.raw
+        return b"" if ev is None else self._relay(ev)
 
-    def _keep(self, ev: SSEEvent) -> bool:
+    def _relay(self, ev: SSEEvent) -> bytes:
+        """The bytes to forward for ``ev``: its raw, its raw less ``"usage":null``, or none."""
         data = ev.data
         if data is None:
-            return True
+            return ev.raw
         self._events += 1
         if data == _DONE:
             self._done = True
-        elif b'"usage"' in data:
-            usage = extract_usage(data)
-            if usage is not None:
-                self._usage = usage
-                if self._drop and has_empty_choices(data):
-                    self._dropped += 1
-                    return False
-        return True
+            return ev.raw
+        if b'"usage"' not in data:
+            return ev.raw
+        key = _last_usage_key(data)
+        if key is None:
+            return ev.raw
+        usage = _usage_at(data, key.end())
+        if usage is not None:
+            self._usage = usage
+            if self._drop and has_empty_choices(data):
+                self._dropped += 1
+                return b""
+        elif self._drop:
+            cut = _null_usage_cut(data, key)
+            if cut is not None:
+                at = _single_data_line(ev.raw, data)
+                if at >= 0:
+                    return ev.raw[: at + cut[0]] + ev.raw[at + cut[1] :]
+        return ev.raw

@@ -7,6 +7,7 @@ twin under test with the pure reference ``_sse_py`` on the same input.
 from __future__ import annotations
 
 import itertools
+import json
 import os
 from collections.abc import Iterable, Sequence
 from types import ModuleType
@@ -677,9 +678,12 @@ def test_filter_drops_usage_only_chunk(sse_impl: ModuleType) -> None:
     assert filt.feed(kept) == kept
     assert filt.usage == (1, 1, 2, 0)
     assert filt.dropped == 0
-    # usage: null is no usage
+    # usage: null is no usage: the chunk is not dropped, only its usage member is
     null = b'data: {"choices":[],"usage":null}\n\n'
     filt = sse_impl.StreamFilter(drop_usage_only=True)
+    assert filt.feed(null) == b'data: {"choices":[]}\n\n'
+    assert (filt.usage, filt.dropped) == (None, 0)
+    filt = sse_impl.StreamFilter()
     assert filt.feed(null) == null
     assert filt.usage is None
 
@@ -705,19 +709,62 @@ def test_filter_attributes_read_only(sse_impl: ModuleType) -> None:
             setattr(filt, name, 1)
 
 
+NULLS = [  # (member inserted before the closing brace, what the filter leaves of it)
+    (b',"usage":null', b""),
+    (b', "usage" : null ', b" "),
+    (b' ,\t"usage":\tnull', b" "),
+]
+TEXT = st.lists(
+    st.sampled_from(['"usage":null', '"usage"', "null", ",", "{", "}", "\\", " ", "é"]),
+    max_size=4,
+).map("".join)
+
+
+def with_null(body: bytes, member: int) -> tuple[bytes, bytes]:
+    """``body`` with a usage-null member added last, and what drop_usage_only makes of it."""
+    inserted, left = NULLS[member]
+    return body[:-1] + inserted + b"}", body[:-1] + left + b"}"
+
+
+def first_null(body: bytes, spaced: bool) -> tuple[bytes, bytes]:
+    """``body`` with a usage-null member added first, and what drop_usage_only makes of it."""
+    if spaced:
+        return b'{ "usage" : null ,\t' + body[1:], b"{ " + body[1:]
+    return b'{"usage":null,' + body[1:], body
+
+
+# (block, the block as forwarded with drop_usage_only; None: dropped)
 FILTER_BLOCK = st.one_of(
-    st.builds(lambda t: b"data: " + content_chunk(t), st.text(max_size=5)),
+    st.builds(lambda t: (b"data: " + content_chunk(t),) * 2, TEXT),
     st.builds(
-        lambda p, c, ch: b"data: " + usage_chunk(p, c, ch),
+        lambda p, c, ch: (
+            b"data: " + usage_chunk(p, c, ch),
+            None if not ch else b"data: " + usage_chunk(p, c, ch),
+        ),
         st.integers(0, 10**6),
         st.integers(0, 10**6),
         st.booleans(),
     ),
-    st.just(b"data: [DONE]"),
-    st.just(b": keep-alive"),
-    st.just(b""),
-    st.just(b"event: x\nid: 3"),
-    st.just(b'data: {"choices":[],\ndata: "usage":{"prompt_tokens":8}}'),
+    st.builds(
+        lambda t, m: tuple(b"data: " + x for x in with_null(content_chunk(t), m)),
+        TEXT,
+        st.integers(0, len(NULLS) - 1),
+    ),
+    st.builds(
+        lambda t, sp: tuple(b"data:" + x for x in first_null(content_chunk(t), sp)),
+        TEXT,
+        st.booleans(),
+    ),
+    st.just((b'data: {"usage":null}', b"data: {}")),
+    st.just((b"data: [DONE]",) * 2),
+    st.just((b": keep-alive",) * 2),
+    st.just((b"",) * 2),
+    st.just((b"event: x\nid: 3",) * 2),
+    st.just((b'event: x\ndata: {"usage":null}',) * 2),
+    st.just((b': c\ndata: {"a":1,"usage":null}',) * 2),
+    st.just((b'data: {"a":1,"usage":null}\n: c',) * 2),
+    st.just((b'data: {"choices":[{"index":0}],\ndata: "usage":null}',) * 2),
+    st.just((b'data: {"choices":[],\ndata: "usage":{"prompt_tokens":8}}', None)),
 )
 
 
@@ -731,13 +778,16 @@ FILTER_BLOCK = st.one_of(
 )
 def test_filter_differential(
     sse_impl: ModuleType,
-    blocks: list[bytes],
+    blocks: list[tuple[bytes, bytes | None]],
     eol: bytes,
     drop: bool,
     unterminated: bool,
     data: st.DataObject,
 ) -> None:
-    stream = b"".join(b.replace(b"\n", eol) + eol + eol for b in blocks)
+    rendered = [
+        (b.replace(b"\n", eol), f if f is None else f.replace(b"\n", eol)) for b, f in blocks
+    ]
+    stream = b"".join(b + eol + eol for b, _ in rendered)
     if unterminated and stream:
         stream = stream[: -len(eol)]
     cuts = data.draw(st.lists(st.integers(0, len(stream)), max_size=6))
@@ -749,25 +799,314 @@ def test_filter_differential(
         results.append((out, filt.usage, filt.done, filt.events, filt.dropped))
     assert results[0] == results[1]
     out, usage, done, n_events, dropped = results[0]
-    # forwarded bytes are the input minus exactly the dropped blocks
     events = all_events(ref, chunks)
-    removed = [
-        e
-        for e in events
-        if drop
-        and e.data is not None
-        and ref.has_empty_choices(e.data)
-        and ref.extract_usage(e.data) is not None
-    ]
-    assert len(removed) == dropped
-    assert out == b"".join(e.raw for e in events if e not in removed)
     assert n_events == sum(e.data is not None for e in events)
-    assert done == (b"data: [DONE]" in blocks)
+    assert done == (b"data: [DONE]" in [b for b, _ in blocks])
     if not drop:
         assert out == stream and dropped == 0
-    if eol == b"\n" and not unterminated:  # block raws are exactly the rendered blocks
-        kept = [b for b in blocks if not (drop and b'"choices":[]' in b)]
-        assert out == b"".join(b + eol + eol for b in kept)
+    else:
+        # forwarded bytes: each event's raw, less the dropped blocks and the usage-null cuts
+        # (data events come one per block that has a data line, in order)
+        with_data = iter([(b, f) for b, f in rendered if b"data" in b])
+        expected = []
+        for e in events:
+            if e.data is None:
+                expected.append(e.raw)
+                continue
+            block, forwarded = next(with_data)
+            if forwarded is not None:
+                expected.append(e.raw.replace(block, forwarded, 1))
+        assert out == b"".join(expected)
+        assert dropped == sum(f is None for b, f in blocks)
+        if eol == b"\n" and not unterminated:  # block raws are exactly the rendered blocks
+            assert out == b"".join(f + eol + eol for _, f in blocks if f is not None)
     usages = [ref.extract_usage(e.data) for e in events if e.data and b'"usage"' in e.data]
     usages = [u for u in usages if u is not None]
     assert usage == (usages[-1] if usages else None)
+
+
+# --- stream filter: usage-null stripping ----------------------------------------------------
+
+
+def filtered(impl: ModuleType, stream: bytes, drop: bool = True) -> bytes:
+    filt = impl.StreamFilter(drop_usage_only=drop)
+    out: bytes = filt.feed(stream) + filt.flush()
+    return out
+
+
+OPENAI_CHUNK = (
+    b'{"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,'
+    b'"delta":{"content":"Hi"},"finish_reason":null}]'
+)
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (OPENAI_CHUNK + b',"usage":null}', OPENAI_CHUNK + b"}"),
+        # whitespace around the key, the colon and the value; the cut is "," through "null"
+        (b'{"a": 1, "usage" : null }', b'{"a": 1 }'),
+        (b'{"a":1 ,\t"usage"\t:\tnull\t}', b'{"a":1 \t}'),
+        (b'{"a":1,"usage":null,"b":2}', b'{"a":1,"b":2}'),
+        # first member: the key through null, and the "," plus the whitespace after it
+        (b'{"usage":null,"id":"x"}', b'{"id":"x"}'),
+        (b'{ "usage" : null , \t"id":"x"}', b'{ "id":"x"}'),
+        # only member
+        (b'{"usage":null}', b"{}"),
+        (b'{ "usage" : null }', b"{  }"),
+        # the last usage key decides, at any depth
+        (b'{"choices":[{"usage":null}],"usage":null}', b'{"choices":[{"usage":null}]}'),
+        (b'{"x":{"usage":null}}', b'{"x":{}}'),
+        # escaped text is no key: only the real member goes
+        (
+            b'{"choices":[{"delta":{"content":"say \\"usage\\":null} ,\\"usage\\":null"}}],'
+            b'"usage":null}',
+            b'{"choices":[{"delta":{"content":"say \\"usage\\":null} ,\\"usage\\":null"}}]}',
+        ),
+    ],
+)
+def test_filter_strips_usage_null(sse_impl: ModuleType, data: bytes, expected: bytes) -> None:
+    for prefix in (b"data: ", b"data:", b"data:  "):
+        for eol in (b"\n", b"\r\n", b"\r"):
+            block = prefix + data + eol + eol
+            assert filtered(sse_impl, block) == prefix + expected + eol + eol
+            assert filtered(sse_impl, block, drop=False) == block
+            # unterminated at the end of the stream: cut as well
+            assert filtered(sse_impl, prefix + data + eol) == prefix + expected + eol
+            assert filtered(sse_impl, prefix + data) == prefix + expected
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        # escaped text alone is untouched
+        b'{"choices":[{"delta":{"content":"\\"usage\\":null"}}]}',
+        b'{"choices":[{"delta":{"content":"{\\"usage\\":null}"}}]}',
+        b'{"a":"x\\",\\"usage\\":null}"}',
+        # a value other than null (the usage object is kept and recorded)
+        OPENAI_CHUNK + b',"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}',
+        b'{"usage":0}',
+        b'{"usage":"null"}',
+        b'{"usage":[null]}',
+        # a later usage key with an object value decides
+        b'{"usage":null,"x":{"usage":{"prompt_tokens":1}}}',
+        # null not followed by "}" or ","
+        b'{"usage":null',
+        b'{"usage":null ',
+        b'{"usage":nullx}',
+        b'{"usage":null]',
+        b'{"usage":nul}',
+        # no key pattern
+        b'{"usage" null}',
+        b'["usage":null]',
+        b'"usage":null}',
+        b"[DONE]",
+        b"",
+    ],
+)
+def test_filter_leaves_other_data_alone(sse_impl: ModuleType, data: bytes) -> None:
+    for eol in (b"\n", b"\r\n"):
+        block = b"data: " + data + eol + eol
+        assert filtered(sse_impl, block) == block
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        # more than one data line: the data is not contiguous in raw
+        b'data: {"choices":[{"index":0}],\ndata: "usage":null}\n\n',
+        b'data: {"a":1,"usage":null}\ndata\n\n',
+        # other fields or comments in the block
+        b'event: message\ndata: {"a":1,"usage":null}\n\n',
+        b'data: {"a":1,"usage":null}\nid: 7\n\n',
+        b': c\ndata: {"a":1,"usage":null}\n\n',
+        b'data: {"a":1,"usage":null}\n:\n\n',
+        b'data: {"a":1,"usage":null}\nretry: 5\r\n\r\n',
+        # "data" is not the field name
+        b'Data: {"usage":null}\n\n',
+        b'data : {"usage":null}\n\n',
+    ],
+)
+def test_filter_leaves_other_blocks_alone(sse_impl: ModuleType, block: bytes) -> None:
+    assert filtered(sse_impl, block) == block
+
+
+def datas(stream: bytes) -> list[bytes]:
+    return [e.data for e in all_events(ref, [stream]) if e.data is not None]
+
+
+def test_filter_usage_null_stream(sse_impl: ModuleType) -> None:
+    def chunk(delta: bytes, finish: bytes) -> bytes:
+        return (
+            b'{"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":'
+            b'[{"index":0,"delta":' + delta + b',"finish_reason":' + finish + b"}]"
+        )
+
+    bodies = [
+        chunk(b'{"role":"assistant","content":""}', b"null"),
+        chunk(b'{"content":"Hi"}', b"null"),
+        chunk(b"{}", b'"stop"'),
+    ]
+    usage = (
+        b'{"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[],'
+        b'"usage":{"prompt_tokens":5,"completion_tokens":2,"total_tokens":7}}'
+    )
+    for eol in (b"\n", b"\r\n"):
+        upstream = b"".join(b"data: " + b + b',"usage":null}' + eol + eol for b in bodies)
+        upstream += b"data: " + usage + eol + eol + b"data: [DONE]" + eol + eol
+        client = b"".join(b"data: " + b + b"}" + eol + eol for b in bodies)
+        client += b"data: [DONE]" + eol + eol
+        assert filtered(sse_impl, upstream) == client
+        # every split into two or three chunks
+        for i in range(len(upstream) + 1):
+            for j in range(i, len(upstream) + 1, 7):
+                filt = sse_impl.StreamFilter(drop_usage_only=True)
+                out = b"".join(filt.feed(c) for c in split(upstream, [i, j])) + filt.flush()
+                if any(upstream[c - 1 : c + 1] == b"\r\n" for c in (i, j) if c > 0):
+                    # a dropped block can take the LF of the previous block's CRLF along and
+                    # leave its own to the next block (a field-less block for the client)
+                    assert datas(out) == datas(client)
+                else:
+                    assert out == client
+                assert (filt.usage, filt.done, filt.events, filt.dropped) == (
+                    (5, 2, 7, 0),
+                    True,
+                    5,
+                    1,
+                )
+
+
+def test_filter_usage_null_after_split_crlf(sse_impl: ModuleType) -> None:
+    # the LF of the CRLF ending a block opens the next block's raw: still one data line
+    filt = sse_impl.StreamFilter(drop_usage_only=True)
+    assert filt.feed(b'data: {"a":1,"usage":null}\r\n\r') == b'data: {"a":1}\r\n\r'
+    assert filt.feed(b'\ndata: {"usage":null,"b":2}\r\n\r') == b'\ndata: {"b":2}\r\n\r'
+    assert filt.feed(b'\ndata:{"usage":null}') == b""
+    assert filt.flush() == b"\ndata:{}"
+    assert filt.dropped == 0
+
+
+# OpenAI-shaped chunks with a usage member (null or an object) first, last or alone, rendered
+# with random JSON whitespace (spaces and tabs: a data line holds no CR or LF)
+DELTAS = st.fixed_dictionaries(
+    {"index": st.integers(0, 3), "delta": st.fixed_dictionaries({"content": TEXT})},
+    optional={"usage": st.one_of(st.none(), USAGE_OBJECTS), "logprobs": JSON_VALUES},
+)
+CHUNKS = st.builds(
+    lambda extra, choices, usage, where: (
+        {**extra, "choices": choices}
+        if usage == "absent"
+        else {"usage": usage}
+        if where == "only"
+        else {"usage": usage, **extra, "choices": choices}
+        if where == "first"
+        else {**extra, "choices": choices, "usage": usage}
+    ),
+    st.dictionaries(st.sampled_from(["id", "object", "x", 'q"{u}\\']), JSON_VALUES, max_size=3),
+    st.lists(DELTAS, max_size=2),
+    st.one_of(st.none(), st.none(), USAGE_OBJECTS, st.just("absent")),
+    st.sampled_from(["last", "last", "first", "only"]),
+)
+
+
+def encode_ws(value: object, rnd: Any) -> bytes:
+    def ws() -> str:
+        return str(rnd.choice(["", "", " ", "\t", " \t "]))
+
+    def enc(v: object) -> str:
+        if isinstance(v, dict):
+            items = [f"{ws()}{json.dumps(k)}{ws()}:{ws()}{enc(x)}{ws()}" for k, x in v.items()]
+            return "{" + (",".join(items) or ws()) + "}"
+        if isinstance(v, list):
+            return "[" + (",".join(ws() + enc(x) + ws() for x in v) or ws()) + "]"
+        return json.dumps(v, ensure_ascii=bool(rnd.random() < 0.5))
+
+    return (ws() + enc(value) + ws()).encode()
+
+
+def strip_last_null_usage(value: object) -> object:
+    """``value`` less its last ``usage`` member (in text order) where that member is null."""
+    found: list[dict[str, object]] = []
+
+    def walk(v: object) -> None:
+        if isinstance(v, dict):
+            for k, x in v.items():
+                if k == "usage":
+                    found.append(v)
+                walk(x)
+        elif isinstance(v, list):
+            for x in v:
+                walk(x)
+
+    walk(value)
+    if found and found[-1]["usage"] is None:
+        del found[-1]["usage"]
+    return value
+
+
+# (kind, payload): "line" = one data line of JSON; "multi" = the JSON over two data lines;
+# "field" = one data line of JSON after an event field; "done"; "comment"
+USAGE_BLOCKS = st.lists(
+    st.one_of(
+        st.tuples(st.sampled_from(["line", "line", "line", "multi", "field"]), CHUNKS),
+        st.tuples(st.sampled_from(["done", "comment"]), st.none()),
+    ),
+    max_size=8,
+)
+
+
+def render_usage_blocks(blocks: list[tuple[str, Any]], rnd: Any, eol: bytes) -> bytes:
+    out = []
+    for kind, obj in blocks:
+        if kind == "done":
+            out.append(b"data: [DONE]")
+        elif kind == "comment":
+            out.append(b": keep-alive")
+        else:
+            text = encode_ws(obj, rnd)
+            if kind == "multi":  # the line break is JSON whitespace after the opening brace
+                i = text.index(b"{") + 1
+                out.append(b"data: " + text[:i] + eol + b"data:" + text[i:])
+            else:
+                prefix = rnd.choice([b"data: ", b"data:"])
+                out.append((b"event: m" + eol if kind == "field" else b"") + prefix + text)
+    return b"".join(b + eol + eol for b in out)
+
+
+@SETTINGS
+@given(
+    blocks=USAGE_BLOCKS,
+    rnd=st.randoms(use_true_random=False),
+    eol=st.sampled_from([b"\n", b"\r\n", b"\r"]),
+    data=st.data(),
+)
+def test_filter_strips_usage_null_json(
+    sse_impl: ModuleType,
+    blocks: list[tuple[str, Any]],
+    rnd: Any,
+    eol: bytes,
+    data: st.DataObject,
+) -> None:
+    stream = render_usage_blocks(blocks, rnd, eol)
+    cuts = data.draw(st.lists(st.integers(0, len(stream)), max_size=6))
+    chunks = split(stream, cuts)
+    outs = []
+    for impl in (sse_impl, ref):
+        filt = impl.StreamFilter(drop_usage_only=True)
+        outs.append(b"".join([filt.feed(c) for c in chunks]) + filt.flush())
+    assert outs[0] == outs[1]
+    # what the client gets: the input events less the usage-only chunks, and less the usage
+    # member where it was null (one data line only: other blocks are forwarded as they are)
+    expected: list[object] = []
+    for kind, obj in blocks:
+        if kind == "done":
+            expected.append(b"[DONE]")
+        elif kind != "comment" and not (model_usage(obj) is not None and model_empty_choices(obj)):
+            obj = json.loads(json.dumps(obj))
+            expected.append(strip_last_null_usage(obj) if kind == "line" else obj)
+    got = [
+        e.data if e.data == b"[DONE]" else json.loads(e.data)
+        for e in all_events(ref, [outs[0]])
+        if e.data is not None
+    ]
+    assert got == expected
