@@ -24,6 +24,7 @@ from .api.errors import GatewayError, not_found
 from .api.openai import Endpoint, ParsedRequest, parse_request
 from .asgi import ASGIApp, Message, Receive, Scope, Send
 from .config import GatewayConfig, resolve_config
+from .providers.registry import kinds
 from .routing import Router, Target
 from .routing import errors as upstream_errors
 from .upstream import Client, Response, UpstreamError
@@ -162,7 +163,9 @@ class Gateway:
             if msg["type"] == "lifespan.startup":
                 try:
                     if not self.configured:
-                        cfg, source = resolve_config(os.environ.get("FASTGW_CONFIG") or None)
+                        cfg, source = resolve_config(
+                            os.environ.get("FASTGW_CONFIG") or None, kinds=kinds()
+                        )
                         self.configure(cfg, source)
                     await self.startup()
                 except Exception as e:  # reported to the server, which exits

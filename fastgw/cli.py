@@ -11,6 +11,8 @@ import click
 
 from . import __version__
 from .config import ConfigError, resolve_config
+from .providers.registry import kinds
+from .routing import Router
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -80,8 +82,10 @@ def serve(config: str | None, host: str | None, port: int | None, workers: int |
         if val is not None:
             env[var] = str(val)
     try:
-        cfg, source = resolve_config(config, env)
+        cfg, source = resolve_config(config, env, kinds())
+        Router(cfg)  # provider kinds and adapters' own checks, before any worker starts
     except ConfigError as e:
+        e.source = config or "embedded default"
         click.echo(e.render(), err=True)
         sys.exit(2)
     s = cfg.server
@@ -102,8 +106,10 @@ def serve(config: str | None, host: str | None, port: int | None, workers: int |
 def check(config: str) -> None:
     """Validate a configuration file; print the exact path of every error."""
     try:
-        cfg, _ = resolve_config(config)
+        cfg, _ = resolve_config(config, kinds=kinds())
+        Router(cfg)  # provider kinds and adapters' own checks
     except ConfigError as e:
+        e.source = config
         click.echo(e.render(), err=True)
         sys.exit(1)
     click.echo(f"{config}: OK ({len(cfg.providers)} provider(s), {len(cfg.models)} model(s))")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 import msgspec
 
@@ -66,11 +66,13 @@ def default_config(env: Mapping[str, str], host: str, port: int) -> tuple[dict[s
 
 
 def resolve_config(
-    path: str | None, env: Mapping[str, str] | None = None
+    path: str | None,
+    env: Mapping[str, str] | None = None,
+    kinds: Collection[str] | None = None,
 ) -> tuple[GatewayConfig, str]:
     """The configuration a server runs: a file (or the embedded default) plus the
     ``FASTGW_HOST`` / ``FASTGW_PORT`` / ``FASTGW_WORKERS`` overrides. Returns it and a
-    one-line description of where it came from."""
+    one-line description of where it came from. ``kinds``: the provider kinds that exist."""
     env = os.environ if env is None else env
     overrides: dict[str, object] = {}
     errors: list[str] = []
@@ -88,13 +90,13 @@ def resolve_config(
     if errors:
         raise ConfigError(errors, "environment")
     if path:
-        cfg = load_config(path, env)
+        cfg = load_config(path, env, kinds)
         source = path
     else:
         host = str(overrides.get("host", "127.0.0.1"))
         port = int(str(overrides.get("port", 8080)))
         data, source = default_config(env, host, port)
-        cfg = validate(data, env, "embedded default")
+        cfg = validate(data, env, "embedded default", kinds)
     if overrides:
         server = msgspec.structs.replace(cfg.server, **overrides)
         cfg = msgspec.structs.replace(cfg, server=server)

@@ -6,7 +6,7 @@ import os
 import re
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -216,6 +216,23 @@ _GATEWAY_HEADERS = frozenset(
 )
 
 
+def _check_kinds(
+    data: object, kinds: Collection[str], fail: typing.Callable[[str, str], None]
+) -> None:
+    """Provider kinds against those that exist, on the raw data (so the error is reported
+    beside every other one, even when the rest of the file does not validate)."""
+    providers = data.get("providers") if isinstance(data, dict) else None
+    if not isinstance(providers, dict):
+        return
+    for name, p in providers.items():
+        kind = p.get("kind") if isinstance(p, dict) else None
+        if isinstance(kind, str) and kind not in kinds:
+            hint = _closest(kind, list(kinds))
+            extra = f" (did you mean {hint!r}?)" if hint else ""
+            known = ", ".join(sorted(kinds))
+            fail(f"providers.{name}.kind", f"unknown kind {kind!r}{extra}; known: {known}")
+
+
 def _semantic_checks(cfg: GatewayConfig, fail: typing.Callable[[str, str], None]) -> None:
     s = cfg.server
     if not 0 < s.port < 65536:
@@ -231,7 +248,7 @@ def _semantic_checks(cfg: GatewayConfig, fail: typing.Callable[[str, str], None]
     if s.max_event_bytes < 1024:
         fail("server.max_event_bytes", "must be at least 1024")
     for name, p in cfg.providers.items():
-        url = urlsplit(p.base_url)
+        url = urlsplit(p.base_url or "https://default")
         if url.scheme not in ("http", "https") or not url.hostname:
             fail(f"providers.{name}.base_url", f"expected an http(s) URL, got {p.base_url!r}")
         if p.max_connections < 1:
@@ -262,11 +279,17 @@ def _semantic_checks(cfg: GatewayConfig, fail: typing.Callable[[str, str], None]
 
 
 def validate(
-    data: object, env: Mapping[str, str] | None = None, source: str = "config"
+    data: object,
+    env: Mapping[str, str] | None = None,
+    source: str = "config",
+    kinds: Collection[str] | None = None,
 ) -> GatewayConfig:
-    """Build a GatewayConfig from parsed YAML/JSON data, or raise ConfigError with every error."""
+    """Build a GatewayConfig from parsed YAML/JSON data, or raise ConfigError with every error.
+    ``kinds``: the provider kinds that exist (checked when given)."""
     v = _Validator(os.environ if env is None else env)
     cfg = v.struct(data, GatewayConfig, "")
+    if kinds is not None:
+        _check_kinds(data, kinds, v.fail)
     if cfg is not None:
         _semantic_checks(cfg, v.fail)
     if v.errors or cfg is None:
@@ -275,7 +298,11 @@ def validate(
     return cfg
 
 
-def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> GatewayConfig:
+def load_config(
+    path: str | Path,
+    env: Mapping[str, str] | None = None,
+    kinds: Collection[str] | None = None,
+) -> GatewayConfig:
     """Read a YAML (or JSON) file and validate it."""
     p = Path(path)
     try:
@@ -289,4 +316,4 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Gatew
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(e, "problem", None) or str(e)
         raise ConfigError([f"{where}invalid YAML: {problem}"], str(p)) from None
-    return validate(data if data is not None else {}, env, str(p))
+    return validate(data if data is not None else {}, env, str(p), kinds)

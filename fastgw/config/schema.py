@@ -7,7 +7,7 @@ the reference for every field.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 import msgspec
 
@@ -45,8 +45,11 @@ class TimeoutConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 class ProviderConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    kind: Literal["openai"]
-    base_url: str = "https://api.openai.com/v1"
+    #: The adapter: ``openai`` (any OpenAI-compatible server) or a named provider; see
+    #: docs/providers.md (``fastgw.providers.registry.kinds()`` lists them).
+    kind: str
+    #: The API root; omitted: the kind's default (e.g. https://api.openai.com/v1).
+    base_url: str | None = None
     api_key: str | None = None
     #: Extra headers sent upstream with every request (e.g. OpenAI-Organization).
     headers: dict[str, str] = {}

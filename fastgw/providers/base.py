@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from .._core.sse import SSEEvent
 from ..api.errors import GatewayError
 from ..api.openai import ParsedRequest
+
+#: (prompt_tokens, completion_tokens, total_tokens, cached_prompt_tokens)
+Usage = tuple[int, int, int, int]
 
 
 class UpstreamRequest:
@@ -23,6 +27,24 @@ class UpstreamRequest:
         self.inject_usage = inject_usage
 
 
+class StreamTranslator(Protocol):
+    """One stream of a provider whose events are not OpenAI-shaped: turns the upstream's SSE
+    events into OpenAI ``chat.completion.chunk`` events. Pure: no I/O."""
+
+    #: Usage reported by the upstream so far (None until it reports any).
+    usage: Usage | None
+
+    def feed(self, event: SSEEvent) -> bytes:
+        """Client bytes for one upstream event: zero or more complete ``data: {...}\n\n``
+        events. An upstream error event becomes ``data: {"error": {...}}\n\n``."""
+        ...
+
+    def finish(self) -> bytes:
+        """Client bytes at the end of the upstream stream: what is still owed (the usage
+        chunk when the client asked for it) and ``data: [DONE]\n\n``."""
+        ...
+
+
 class Provider(Protocol):
     name: str
     kind: str
@@ -34,6 +56,16 @@ class Provider(Protocol):
 
     def build_request(
         self, req: ParsedRequest, upstream_model: str, request_id: str
-    ) -> UpstreamRequest: ...
+    ) -> UpstreamRequest:
+        """The upstream request; raises GatewayError(400) for what the provider cannot do."""
+        ...
+
+    def transform_response(self, req: ParsedRequest, body: bytes) -> bytes:
+        """A successful non-streamed upstream body → the OpenAI response body for ``req``."""
+        ...
+
+    def new_stream(self, req: ParsedRequest, upstream_model: str) -> StreamTranslator:
+        """A translator for one streamed response to ``req`` (unused when openai_shaped)."""
+        ...
 
     def map_error(self, status: int, body: bytes) -> GatewayError: ...

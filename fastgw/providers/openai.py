@@ -7,7 +7,7 @@ import msgspec
 from ..api.errors import GatewayError
 from ..api.openai import ParsedRequest
 from ..config.schema import ProviderConfig
-from .base import UpstreamRequest
+from .base import StreamTranslator, UpstreamRequest
 
 
 class _UpstreamErrorDetail(msgspec.Struct):
@@ -31,12 +31,18 @@ _CLIENT_STATUSES = frozenset({400, 404, 409, 413, 415, 422, 429})
 class OpenAIProvider:
     """Relays OpenAI-shaped requests; the only rewrite is the model name (and usage in streams)."""
 
-    kind = "openai"
     openai_shaped = True
 
-    def __init__(self, name: str, cfg: ProviderConfig) -> None:
+    def __init__(
+        self,
+        name: str,
+        cfg: ProviderConfig,
+        kind: str = "openai",
+        default_base_url: str = "https://api.openai.com/v1",
+    ) -> None:
         self.name = name
-        self.base_url = cfg.base_url.rstrip("/")
+        self.kind = kind
+        self.base_url = (cfg.base_url or default_base_url).rstrip("/")
         self._secret = cfg.api_key or ""
         headers = {"content-type": "application/json"}
         headers.update({k.lower(): v for k, v in cfg.headers.items()})
@@ -59,6 +65,12 @@ class OpenAIProvider:
             req.upstream_body(upstream_model, inject),
             inject,
         )
+
+    def transform_response(self, req: ParsedRequest, body: bytes) -> bytes:
+        return body  # already OpenAI's shape: relayed as bytes
+
+    def new_stream(self, req: ParsedRequest, upstream_model: str) -> StreamTranslator:
+        raise NotImplementedError("OpenAI-shaped streams are relayed by the stream filter")
 
     def scrub(self, text: str) -> str:
         """Remove the provider's secret from text that came from the upstream."""

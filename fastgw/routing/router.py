@@ -7,6 +7,7 @@ the requested name) upstream.
 
 from __future__ import annotations
 
+from ..config import ConfigError
 from ..config.schema import GatewayConfig, ModelConfig, TimeoutConfig
 from ..providers import Provider, build_provider
 from ..upstream import Timeouts
@@ -52,9 +53,15 @@ def _timeouts(*layers: TimeoutConfig | None) -> TimeoutConfig:
 
 class Router:
     def __init__(self, cfg: GatewayConfig) -> None:
-        self.providers: dict[str, Provider] = {
-            name: build_provider(name, p) for name, p in cfg.providers.items()
-        }
+        self.providers: dict[str, Provider] = {}
+        errors: list[str] = []
+        for name, p in cfg.providers.items():
+            try:
+                self.providers[name] = build_provider(name, p)
+            except ConfigError as e:
+                errors.extend(e.errors)
+        if errors:
+            raise ConfigError(errors)
         self.wires = {
             name: Wire(p.base_url, p.headers, cfg.providers[name].max_connections)
             for name, p in self.providers.items()

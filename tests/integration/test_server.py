@@ -67,7 +67,7 @@ models:
         "server.port: expected an integer",
         "server.max_body_byts: unknown field (did you mean 'max_body_bytes'?)",
         "providers.openai.api_key: environment variable FASTGW_TEST_UNSET_VAR is not set",
-        "providers.local.kind: expected one of 'openai'",
+        "providers.local.kind: unknown kind 'nope'",
         "models.smart.timeout.connect: expected a duration",
     ):
         assert expected in err, err

@@ -127,3 +127,21 @@ def test_router_exact_then_longest_pattern() -> None:
     assert found is not None and found[0].name == "*" and found[1] == "anything"
     assert r.public_models() == [("exact", "p")]
     assert Router(validate({"models": {}}, env={})).resolve("x") is None
+
+
+def test_presets_are_openai_compatible_with_their_base_url() -> None:
+    from fastgw.providers.registry import PRESETS, build_provider, kinds
+
+    cfg = validate(
+        {"providers": {"g": {"kind": "groq", "api_key": "k"}, "o": {"kind": "ollama"}}},
+        env={},
+        kinds=kinds(),
+    )
+    groq = build_provider("g", cfg.providers["g"])
+    assert groq.kind == "groq" and groq.openai_shaped
+    assert groq.base_url == PRESETS["groq"]
+    assert groq.headers["authorization"] == "Bearer k"
+    ollama = build_provider("o", cfg.providers["o"])
+    assert ollama.base_url == "http://127.0.0.1:11434/v1"
+    assert "authorization" not in ollama.headers
+    assert set(PRESETS) <= set(kinds())

@@ -146,3 +146,17 @@ def test_resolve_overrides(tmp_path: Path) -> None:
         resolve_config(str(f), env={"FASTGW_PORT": "abc"})
     with pytest.raises(ConfigError):
         resolve_config(str(f), env={"FASTGW_WORKERS": "0"})
+
+
+def test_unknown_provider_kind_is_reported_with_the_rest() -> None:
+    with pytest.raises(ConfigError) as e:
+        validate(
+            {"server": {"port": "x"}, "providers": {"p": {"kind": "opnai"}}},
+            env={},
+            kinds={"openai", "groq"},
+        )
+    assert "server.port: expected an integer, got a string" in e.value.errors
+    assert any(
+        x.startswith("providers.p.kind: unknown kind 'opnai' (did you mean 'openai'?)")
+        for x in e.value.errors
+    )
