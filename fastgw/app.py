@@ -14,7 +14,7 @@ import os
 import sys
 import traceback
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
@@ -24,6 +24,7 @@ from .api.errors import GatewayError, not_found
 from .api.openai import Endpoint, ParsedRequest, parse_request
 from .asgi import ASGIApp, Message, Receive, Scope, Send
 from .config import GatewayConfig, resolve_config
+from .providers.base import StreamTranslator
 from .providers.registry import kinds
 from .routing import Router, Target
 from .routing import errors as upstream_errors
@@ -66,6 +67,34 @@ def _request_id(value: bytes | None) -> bytes:
     if value and len(value) <= 128 and all(0x21 <= c <= 0x7E for c in value):
         return value
     return b"%s%010x" % (_RID_PREFIX, next(_rid_counter))
+
+
+class RelayFilter(Protocol):
+    """Turns upstream stream bytes into client bytes, whole events only."""
+
+    def feed(self, chunk: bytes) -> bytes: ...
+
+    def flush(self) -> bytes: ...
+
+
+class _Translated:
+    """A provider's StreamTranslator as a RelayFilter: SSE framing, then per-event translation;
+    at the end, what the translator still owes (usage chunk, ``[DONE]``)."""
+
+    __slots__ = ("_parser", "_tr")
+
+    def __init__(self, translator: StreamTranslator, max_event: int) -> None:
+        self._tr = translator
+        self._parser = sse.SSEParser(max_event)
+
+    def feed(self, chunk: bytes) -> bytes:
+        tr = self._tr
+        return b"".join([tr.feed(ev) for ev in self._parser.feed(chunk)])
+
+    def flush(self) -> bytes:
+        last = self._parser.flush()
+        head = self._tr.feed(last) if last is not None else b""
+        return head + self._tr.finish()
 
 
 class _DisconnectWatch:
@@ -324,10 +353,20 @@ class Gateway:
         client = self.client
         if client is None:
             raise GatewayError(503, "The gateway is starting.", "unavailable", "not_ready")
-        ureq = target.provider.build_request(req, target.model or default_model, rid.decode())
+        provider = target.provider
+        model = target.model or default_model
+        ureq = provider.build_request(req, model, rid.decode())
         data = target.wire.request(ureq.path, ureq.headers, ureq.body)
-        stream, drop_usage = req.stream, ureq.inject_usage
-        del req, ureq  # a stream may last minutes: hold no copy of the request
+        stream = req.stream
+        relay: RelayFilter | None = None
+        if stream:
+            relay = (
+                sse.StreamFilter(ureq.inject_usage, self.max_event)
+                if provider.openai_shaped
+                else _Translated(provider.new_stream(req, model), self.max_event)
+            )
+            del req  # a stream may last minutes: hold no copy of the request
+        del ureq
         try:
             resp = await client.request(target.wire.origin, data, target.timeouts, stream)
             del data
@@ -336,16 +375,28 @@ class Gateway:
                 await resp.read()  # the error's message
                 stream = False
             elif stream and not ctype.startswith(b"text/event-stream"):
+                if not provider.openai_shaped:
+                    resp.close()
+                    raise GatewayError(
+                        502,
+                        f"Provider '{provider.name}' answered a streaming request without "
+                        "streaming.",
+                        "upstream_error",
+                        "upstream_protocol_error",
+                    )
                 await resp.read(_MAX_UNSTREAMED, truncate=False)  # answered without streaming
                 stream = False
             if resp.status >= 400:
                 raise upstream_errors.error_response(target, resp)
         except UpstreamError as e:
             raise upstream_errors.transport_error(e, target) from None
-        if stream:
-            await self._relay_stream(receive, send, target, resp, drop_usage, rid)
+        if relay is not None and stream:
+            await self._relay_stream(receive, send, target, resp, relay, rid)
             return
         data = resp.body
+        if not provider.openai_shaped and relay is None:
+            data = provider.transform_response(req, data)
+            ctype = b"application/json"
         headers = [
             (b"content-type", ctype),
             (b"content-length", b"%d" % len(data)),
@@ -361,14 +412,13 @@ class Gateway:
         send: Send,
         target: Target,
         resp: Response,
-        drop_usage: bool,
+        filt: RelayFilter,
         rid: bytes,
     ) -> None:
         """Relay an SSE stream event by event; a client disconnect cancels the upstream."""
         task = asyncio.current_task()
         assert task is not None
         watcher = _DisconnectWatch(receive, task)
-        filt = sse.StreamFilter(drop_usage, self.max_event)
         try:
             headers = [
                 *_SSE_HEADERS,
