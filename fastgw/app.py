@@ -353,6 +353,8 @@ class Gateway:
         client = self.client
         if client is None:
             raise GatewayError(503, "The gateway is starting.", "unavailable", "not_ready")
+        if target.overrides:
+            req = req.with_overrides(target.overrides)
         provider = target.provider
         model = target.model or default_model
         ureq = provider.build_request(req, model, rid.decode())

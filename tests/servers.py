@@ -154,6 +154,15 @@ def gateway_config(mock: Proc) -> dict[str, Any]:
         "models": {
             "gpt-test": {"targets": [{"provider": "mock", "model": "upstream-model"}]},
             "same-name": {"targets": [{"provider": "mock"}]},
+            "deterministic": {
+                "targets": [
+                    {
+                        "provider": "mock",
+                        "model": "upstream-model",
+                        "override_params": {"temperature": 0, "seed": None},
+                    }
+                ]
+            },
             "mock/*": {"targets": [{"provider": "mock"}]},
             "impatient": {"targets": [{"provider": "impatient", "model": "m"}]},
             "hasty": {"targets": [{"provider": "hasty", "model": "m"}]},

@@ -106,6 +106,20 @@ class ParsedRequest:
             fields["stream_options"] = msgspec.Raw(_encoder.encode(opts))
         return _encoder.encode(fields)
 
+    def with_overrides(self, overrides: dict[str, msgspec.Raw | None]) -> ParsedRequest:
+        """This request with top-level fields set (``None``: removed), validated again."""
+        fields = _top_decoder.decode(self.raw)
+        for key, value in overrides.items():
+            if value is None:
+                fields.pop(key, None)
+            else:
+                fields[key] = value
+        return parse_request(self.endpoint, _encoder.encode(fields))
+
+
+#: Fields a target's override_params may not touch: they decide routing and the wire shape.
+NOT_OVERRIDABLE = frozenset({"model", "messages", "prompt", "input", "stream"})
+
 
 def _validation_error(exc: msgspec.ValidationError) -> GatewayError:
     m = _AT_RE.match(str(exc))

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 import msgspec
 import yaml
 
+from ..api.openai import NOT_OVERRIDABLE
 from .schema import GatewayConfig
 
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -143,6 +144,8 @@ class _Validator:
                 choices = ", ".join(repr(a) for a in allowed)
                 self.fail(path, f"expected one of {choices}, got {data!r}")
                 return None
+            return data
+        if tp is object:  # free-form (e.g. request parameters): any YAML value
             return data
         if isinstance(data, str) and tp is not str:
             interpolated = self.interpolate(data, path)
@@ -276,6 +279,12 @@ def _semantic_checks(cfg: GatewayConfig, fail: typing.Callable[[str, str], None]
                 )
             if t.model is not None and not t.model:
                 fail(f"models.{mname}.targets[{i}].model", "cannot be empty")
+            for key in t.override_params:
+                if key in NOT_OVERRIDABLE:
+                    fail(
+                        f"models.{mname}.targets[{i}].override_params.{key}",
+                        "decides routing or the wire shape and cannot be overridden",
+                    )
 
 
 def validate(

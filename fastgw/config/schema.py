@@ -51,6 +51,9 @@ class ProviderConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     #: The API root; omitted: the kind's default (e.g. https://api.openai.com/v1).
     base_url: str | None = None
     api_key: str | None = None
+    #: Azure OpenAI: the ``api-version`` query parameter (deployment URLs); omitted with the
+    #: v1 API (``base_url`` ending in ``/openai/v1``).
+    api_version: str | None = None
     #: Extra headers sent upstream with every request (e.g. OpenAI-Organization).
     headers: dict[str, str] = {}
     #: Default timeouts for models served by this provider.
@@ -63,6 +66,9 @@ class TargetConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     provider: str
     #: Upstream model name; omitted = the name the client asked for (or the part a `*` matched).
     model: str | None = None
+    #: Request fields set (overriding the client's) on every request to this target, e.g.
+    #: ``{temperature: 0, max_tokens: 1024}``; a null value removes the field.
+    override_params: dict[str, object] = {}
 
 
 class ModelConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

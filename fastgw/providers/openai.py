@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 import msgspec
 
 from ..api.errors import GatewayError
 from ..api.openai import ParsedRequest
+from ..config import ConfigError
 from ..config.schema import ProviderConfig
 from .base import StreamTranslator, UpstreamRequest
 
@@ -118,3 +121,33 @@ class OpenAIProvider:
             etype if etype and etype != "invalid_request_error" else "upstream_error",
             code or "upstream_error",
         )
+
+
+class AzureProvider(OpenAIProvider):
+    """Azure OpenAI. With ``api_version`` set: deployment URLs
+    (``{base_url}/deployments/{deployment}/chat/completions?api-version=…``, the target's
+    ``model`` being the deployment name) — ``base_url`` like
+    ``https://RESOURCE.openai.azure.com/openai``. Without it: the v1 API
+    (``https://RESOURCE.openai.azure.com/openai/v1``, model in the body). The key goes in
+    the ``api-key`` header."""
+
+    def __init__(self, name: str, cfg: ProviderConfig) -> None:
+        if not cfg.base_url:
+            raise ConfigError(
+                [f"providers.{name}.base_url: required for kind 'azure' (your resource's URL)"]
+            )
+        super().__init__(name, cfg, kind="azure", default_base_url=cfg.base_url)
+        self.headers.pop("authorization", None)
+        if cfg.api_key:
+            self.headers["api-key"] = cfg.api_key
+        self.api_version = cfg.api_version
+
+    def build_request(
+        self, req: ParsedRequest, upstream_model: str, request_id: str
+    ) -> UpstreamRequest:
+        ureq = super().build_request(req, upstream_model, request_id)
+        if self.api_version:
+            deployment = quote(upstream_model, safe="")
+            version = quote(self.api_version, safe="")
+            ureq.path = f"/deployments/{deployment}{ureq.path}?api-version={version}"
+        return ureq

@@ -46,7 +46,9 @@ def _preset(kind: str, base_url: str) -> Factory:
 
 
 #: Kinds with an adapter module of their own: kind → "module:factory", imported on first use.
-NATIVE: dict[str, str] = {}
+NATIVE: dict[str, str] = {
+    "azure": "fastgw.providers.openai:AzureProvider",
+}
 
 
 def _native(ref: str) -> Factory:

@@ -7,6 +7,8 @@ the requested name) upstream.
 
 from __future__ import annotations
 
+import msgspec
+
 from ..config import ConfigError
 from ..config.schema import GatewayConfig, ModelConfig, TimeoutConfig
 from ..providers import Provider, build_provider
@@ -17,7 +19,7 @@ from ..upstream.wire import Wire
 class Target:
     """One place a model is served: a provider, the upstream model name, timeouts."""
 
-    __slots__ = ("label", "model", "provider", "provider_header", "timeouts", "wire")
+    __slots__ = ("label", "model", "overrides", "provider", "provider_header", "timeouts", "wire")
 
     def __init__(
         self,
@@ -26,8 +28,14 @@ class Target:
         model: str | None,
         timeouts: TimeoutConfig,
         label: str,
+        override_params: dict[str, object] | None = None,
     ) -> None:
         self.provider = provider
+        #: Request fields set on every request to this target (None: removed), as raw JSON.
+        self.overrides: dict[str, msgspec.Raw | None] = {
+            k: None if v is None else msgspec.Raw(msgspec.json.encode(v))
+            for k, v in (override_params or {}).items()
+        }
         self.model = model
         self.label = label
         self.provider_header = provider.name.encode()
@@ -90,6 +98,7 @@ class Router:
                     t.model,
                     timeouts,
                     f"{name}.targets[{i}]",
+                    t.override_params,
                 )
             )
         return out

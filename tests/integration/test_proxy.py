@@ -123,6 +123,17 @@ async def test_same_name_and_pattern_models(
     assert (await mock_requests(http, mock))[-1]["body"]["model"] == "gpt-4o-mini"
 
 
+async def test_override_params_reach_the_upstream(
+    http: aiohttp.ClientSession, gateway: Proc, mock: Proc
+) -> None:
+    body = chat_body("deterministic", temperature=1.7, seed=42, user="u-2")
+    async with http.post(f"{gateway.url}{CHAT}", json=body) as r:
+        assert r.status == 200
+    sent = (await mock_requests(http, mock))[-1]["body"]
+    assert sent["temperature"] == 0 and "seed" not in sent and sent["user"] == "u-2"
+    assert sent["model"] == "upstream-model"
+
+
 async def test_request_id_generated_when_absent_or_invalid(
     http: aiohttp.ClientSession, gateway: Proc
 ) -> None:

@@ -7,7 +7,7 @@ import pytest
 
 from fastgw.api.errors import GatewayError
 from fastgw.api.openai import Endpoint, parse_request
-from fastgw.config import validate
+from fastgw.config import ConfigError, validate
 from fastgw.providers.openai import OpenAIProvider
 from fastgw.routing import Router
 
@@ -145,3 +145,66 @@ def test_presets_are_openai_compatible_with_their_base_url() -> None:
     assert ollama.base_url == "http://127.0.0.1:11434/v1"
     assert "authorization" not in ollama.headers
     assert set(PRESETS) <= set(kinds())
+
+
+def test_azure_deployment_urls_and_api_key_header() -> None:
+    from fastgw.providers.registry import build_provider, kinds
+    from fastgw.upstream.wire import Wire
+
+    cfg = validate(
+        {
+            "providers": {
+                "az": {
+                    "kind": "azure",
+                    "base_url": "https://res.openai.azure.com/openai",
+                    "api_key": "azk",
+                    "api_version": "2024-10-21",
+                },
+                "v1": {"kind": "azure", "base_url": "https://res.openai.azure.com/openai/v1"},
+            }
+        },
+        env={},
+        kinds=kinds(),
+    )
+    az = build_provider("az", cfg.providers["az"])
+    assert az.headers["api-key"] == "azk" and "authorization" not in az.headers
+    req = parse_request(Endpoint.CHAT, b'{"model":"x","messages":[{"role":"user"}]}')
+    u = az.build_request(req, "my deployment", "r")
+    assert u.path == "/deployments/my%20deployment/chat/completions?api-version=2024-10-21"
+    wire = Wire(az.base_url, az.headers)
+    line = wire.request(u.path, u.headers, u.body).split(b"\r\n", 1)[0]
+    assert line == (
+        b"POST /openai/deployments/my%20deployment/chat/completions?api-version=2024-10-21 HTTP/1.1"
+    )
+    v1 = build_provider("v1", cfg.providers["v1"])
+    assert v1.build_request(req, "gpt-4o", "r").path == "/chat/completions"
+    with pytest.raises(ConfigError):
+        build_provider(
+            "bad", validate({"providers": {"b": {"kind": "azure"}}}, env={}).providers["b"]
+        )
+
+
+def test_override_params_set_and_remove_fields() -> None:
+    req = parse_request(
+        Endpoint.CHAT,
+        b'{"model":"m","messages":[{"role":"user"}],"temperature":1.5,"seed":7,"user":"u"}',
+    )
+    out = req.with_overrides(
+        {"temperature": msgspec.Raw(b"0"), "seed": None, "stream_options": None}
+    )
+    body = msgspec.json.decode(out.raw)
+    assert body["temperature"] == 0 and "seed" not in body and body["user"] == "u"
+    with pytest.raises(ConfigError) as e:
+        validate(
+            {
+                "providers": {"p": {"kind": "openai"}},
+                "models": {
+                    "m": {"targets": [{"provider": "p", "override_params": {"model": "x"}}]}
+                },
+            },
+            env={},
+        )
+    assert e.value.errors == [
+        "models.m.targets[0].override_params.model: decides routing or the wire shape and "
+        "cannot be overridden"
+    ]
