@@ -20,7 +20,7 @@ import msgspec
 
 from . import __version__
 from ._core import sse
-from .api.errors import GatewayError, not_found
+from .api.errors import GatewayError, bad_request, not_found
 from .api.openai import Endpoint, ParsedRequest, parse_request
 from .asgi import ASGIApp, Message, Receive, Scope, Send
 from .config import GatewayConfig, resolve_config
@@ -165,6 +165,7 @@ class Gateway:
             "/v1/chat/completions": ("POST", Endpoint.CHAT),
             "/v1/completions": ("POST", Endpoint.COMPLETIONS),
             "/v1/embeddings": ("POST", Endpoint.EMBEDDINGS),
+            "/v1/responses": ("POST", Endpoint.RESPONSES),
             "/v1/models": ("GET", self._models),
             "/healthz": ("GET", self._healthz),
             "/readyz": ("GET", self._readyz),
@@ -357,6 +358,14 @@ class Gateway:
             req = req.with_overrides(target.overrides)
         provider = target.provider
         model = target.model or default_model
+        if req.endpoint is Endpoint.RESPONSES and not provider.openai_shaped:
+            raise bad_request(
+                f"The Responses API is relayed to OpenAI-compatible providers only; model "
+                f"'{req.model}' is served by provider '{provider.name}' (kind "
+                f"'{provider.kind}'). Use /v1/chat/completions for it.",
+                param="model",
+                code="unsupported_endpoint",
+            )
         ureq = provider.build_request(req, model, rid.decode())
         data = target.wire.request(ureq.path, ureq.headers, ureq.body)
         stream = req.stream

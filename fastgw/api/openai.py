@@ -48,17 +48,27 @@ class EmbeddingsView(_View, kw_only=True):
     input: Prompt
 
 
+class ResponsesView(_View, kw_only=True):
+    """OpenAI's Responses API: relayed to OpenAI-shaped targets only; ``input`` is a string
+    or a list of input items (their shape is the upstream's to check)."""
+
+    input: str | list[Any] | None = None
+
+
 class Endpoint:
     """An OpenAI endpoint the gateway proxies: its path below ``/v1`` and its request view."""
 
     CHAT: ClassVar[Endpoint]
     COMPLETIONS: ClassVar[Endpoint]
     EMBEDDINGS: ClassVar[Endpoint]
+    RESPONSES: ClassVar[Endpoint]
 
-    __slots__ = ("decoder", "path")
+    __slots__ = ("decoder", "path", "stream_usage_option")
 
-    def __init__(self, path: str, view: type[_View]) -> None:
+    def __init__(self, path: str, view: type[_View], stream_usage_option: bool = True) -> None:
         self.path = path
+        #: Streams of this endpoint take ``stream_options.include_usage``.
+        self.stream_usage_option = stream_usage_option
         self.decoder: msgspec.json.Decoder[_View] = msgspec.json.Decoder(view)
 
     def __repr__(self) -> str:
@@ -68,6 +78,7 @@ class Endpoint:
 Endpoint.CHAT = Endpoint("/chat/completions", ChatView)
 Endpoint.COMPLETIONS = Endpoint("/completions", CompletionsView)
 Endpoint.EMBEDDINGS = Endpoint("/embeddings", EmbeddingsView)
+Endpoint.RESPONSES = Endpoint("/responses", ResponsesView, stream_usage_option=False)
 
 _top_decoder = msgspec.json.Decoder(dict[str, msgspec.Raw])
 _options_decoder = msgspec.json.Decoder(dict[str, Any] | None)

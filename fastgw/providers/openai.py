@@ -57,7 +57,7 @@ class OpenAIProvider:
     def build_request(
         self, req: ParsedRequest, upstream_model: str, request_id: str
     ) -> UpstreamRequest:
-        inject = req.stream and not req.client_usage  # (embeddings never stream)
+        inject = req.stream and not req.client_usage and req.endpoint.stream_usage_option
         if req.stream:
             headers = {"x-request-id": request_id, "accept": "text/event-stream"}
         else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -221,3 +222,65 @@ async def test_stream_request_answered_without_streaming() -> None:
                     assert await r.read() == reply
         finally:
             await asyncio.to_thread(gw.stop)
+
+
+async def test_responses_api_passthrough() -> None:
+    """/v1/responses: the body goes to an OpenAI-kind target as sent (model rewritten, no
+    stream_options added), the answer comes back byte for byte, streamed or not."""
+    seen: list[dict[str, object]] = []
+    reply = b'{"id":"resp_1","object":"response","output":[],"usage":{"input_tokens":3}}'
+    events = (
+        b'event: response.created\ndata: {"type":"response.created"}\n\n'
+        b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta",'
+        b'"delta":"Hi"}\n\n'
+        b'event: response.completed\ndata: {"type":"response.completed"}\n\n'
+    )
+
+    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                head = await r.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError:
+                return
+            length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+            body = json.loads(await r.readexactly(length))
+            seen.append({"path": head.split(b" ")[1].decode(), "body": body})
+            if body.get("stream"):
+                w.write(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+                    b"content-length: %d\r\n\r\n%s" % (len(events), events)
+                )
+            else:
+                w.write(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                    b"content-length: %d\r\n\r\n%s" % (len(reply), reply)
+                )
+            await w.drain()
+
+    server = await asyncio.start_server(handler, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    config = {
+        "providers": {"p": {"kind": "openai", "base_url": f"http://127.0.0.1:{port}/v1"}},
+        "models": {"alias": {"targets": [{"provider": "p", "model": "gpt-4.1"}]}},
+    }
+    async with server:
+        gw = await asyncio.to_thread(start_gateway, config)
+        try:
+            async with aiohttp.ClientSession() as http:
+                url = f"{gw.url}/v1/responses"
+                body = {"model": "alias", "input": "hi", "reasoning": {"effort": "low"}}
+                async with http.post(url, json=body) as r:
+                    assert r.status == 200
+                    assert await r.read() == reply
+                async with http.post(url, json={**body, "stream": True}) as r:
+                    assert r.status == 200
+                    assert await r.read() == events
+                async with http.post(url, json={"model": "alias", "input": 5}) as r:
+                    assert r.status == 400
+        finally:
+            await asyncio.to_thread(gw.stop)
+    assert seen[0] == {
+        "path": "/v1/responses",
+        "body": {"model": "gpt-4.1", "input": "hi", "reasoning": {"effort": "low"}},
+    }
+    assert seen[1]["body"] == {**body, "model": "gpt-4.1", "stream": True}  # nothing injected
