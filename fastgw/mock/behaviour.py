@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 import msgspec
 
+from fastgw.mock import gemini as _gemini
 from fastgw.mock import responses as r
 
 __all__ = [
@@ -223,6 +224,8 @@ def plan_request(
         return _control(state, method, path)
     state.stats.requests += 1
     state.log.append(_LogEntry(method, path, query, headers, body))
+    if path.startswith(_gemini.PREFIX):  # Google AI Gemini API (fastgw/mock/gemini.py)
+        return _gemini.plan(state, method, path, query, body)
     endpoint = _ENDPOINTS.get(path)
     if endpoint is None or endpoint[0] != method:
         return not_found(method, path)
