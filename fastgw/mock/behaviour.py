@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 import msgspec
 
+from fastgw.mock import anthropic as _anthropic
 from fastgw.mock import gemini as _gemini
 from fastgw.mock import responses as r
 
@@ -226,6 +227,8 @@ def plan_request(
     state.log.append(_LogEntry(method, path, query, headers, body))
     if path.startswith(_gemini.PREFIX):  # Google AI Gemini API (fastgw/mock/gemini.py)
         return _gemini.plan(state, method, path, query, body)
+    if path == "/v1/messages" and method == "POST":  # Anthropic (fastgw/mock/anthropic.py)
+        return _anthropic.plan_messages(state, headers, body)
     endpoint = _ENDPOINTS.get(path)
     if endpoint is None or endpoint[0] != method:
         return not_found(method, path)

@@ -48,6 +48,7 @@ def _preset(kind: str, base_url: str) -> Factory:
 #: Kinds with an adapter module of their own: kind → "module:factory", imported on first use.
 NATIVE: dict[str, str] = {
     "azure": "fastgw.providers.openai:AzureProvider",
+    "anthropic": "fastgw.providers.anthropic:AnthropicProvider",
     "gemini": "fastgw.providers.gemini:GeminiProvider",
 }
 

@@ -1,0 +1,1013 @@
+"""Anthropic's Messages API behind the OpenAI chat-completions front: pure transforms, no I/O.
+
+Requests
+--------
+An OpenAI ``/chat/completions`` body becomes a ``POST /messages`` body:
+
+* ``system`` and ``developer`` messages → the top-level ``system`` (a string when there is
+  one plain-text system message, else text blocks in order). Anthropic has no system turn
+  inside the conversation, so a system message placed between turns is hoisted too.
+* ``user`` / ``assistant`` turns keep their order; consecutive turns with the same role are
+  merged (Anthropic requires alternation). Content parts: ``text``; ``image_url`` with a
+  ``data:`` URL → a base64 image block, with an ``http(s)`` URL → a URL image block (the
+  ``detail`` hint has no Anthropic counterpart and is dropped). Other part types → 400.
+* assistant ``tool_calls`` → ``tool_use`` blocks (``input`` = the parsed JSON arguments; an
+  empty string means ``{}``; anything that is not a JSON object → 400); ``role: tool``
+  messages → ``tool_result`` blocks of a user turn (consecutive results share one turn).
+  A message's ``name`` has no Anthropic counterpart and is dropped.
+* ``tools`` (function tools) → ``{name, description, input_schema}``; ``tool_choice``
+  ``auto``/``required``/``none``/named function → ``auto``/``any``/``none``/``tool``;
+  ``parallel_tool_calls: false`` → ``disable_parallel_tool_use: true``.
+* ``max_completion_tokens`` (else ``max_tokens``) → ``max_tokens``. Anthropic requires it:
+  when the client sets neither, the gateway sends :data:`DEFAULT_MAX_TOKENS` (4096).
+* ``stop`` → ``stop_sequences``; ``temperature`` (must lie in Anthropic's 0..1: a larger value
+  is a 400, never clamped), ``top_p`` and ``stream`` as they are; ``user`` (or
+  ``safety_identifier``) → ``metadata.user_id``.
+
+Every other parameter follows one rule: it is **dropped** when it only tunes OpenAI-side
+behaviour, or is set to its no-op value, so that dropping it cannot change what the client
+gets; it is **rejected** (400, ``code: unsupported_parameter``, ``param``: the field) when
+dropping it would change the answer. Nothing is mistranslated silently.
+
+======================================================  =====================================
+Parameter                                               Treatment
+======================================================  =====================================
+``stream_options``                                      used by the gateway (usage chunk)
+``store``, ``metadata`` (OpenAI's), ``service_tier``,   dropped: OpenAI-side storage,
+``prompt_cache_key``, ``prompt_cache_retention``        tagging, billing and cache routing
+``seed``                                                dropped: a best-effort determinism
+                                                        hint (OpenAI gives no guarantee)
+``n: 1``, ``logprobs: false``, ``top_logprobs: 0``,     dropped: the no-op value
+``presence_penalty: 0``, ``frequency_penalty: 0``,
+``logit_bias: {}``, ``parallel_tool_calls: true``,
+``response_format: {"type": "text"}``,
+``modalities: ["text"]``
+``n`` > 1                                               rejected (one choice only)
+``logprobs: true``, ``top_logprobs`` > 0                rejected (Anthropic has no logprobs)
+``presence_penalty``, ``frequency_penalty`` ≠ 0,        rejected (no Anthropic counterpart)
+non-empty ``logit_bias``
+``response_format`` ``json_object`` / ``json_schema``   rejected (not emulated)
+``audio``, ``modalities`` with ``audio``                rejected
+``prediction``, ``reasoning_effort``, ``verbosity``,    rejected
+``web_search_options``
+``functions``, ``function_call`` (legacy)               rejected: use ``tools``
+a tool with ``strict: true``, a non-function tool       rejected
+``mock``                                                forwarded untouched (the fastgw mock
+                                                        upstream's test controls; the real
+                                                        API answers 400 for it)
+any other field                                         rejected
+======================================================  =====================================
+
+Responses
+---------
+An Anthropic message → one ``chat.completion`` choice: text blocks concatenated into
+``message.content`` (``null`` when there are only tool calls), ``tool_use`` blocks →
+``message.tool_calls``. ``thinking`` / ``redacted_thinking`` blocks (and any other block
+kind) are skipped: OpenAI's chat format has no place for them. ``stop_reason``:
+``end_turn``/``stop_sequence``/``pause_turn`` → ``stop``, ``max_tokens`` /
+``model_context_window_exceeded`` → ``length``, ``tool_use`` → ``tool_calls``, ``refusal`` →
+``content_filter``. Usage: ``prompt_tokens`` = input + cache-read + cache-creation tokens,
+``prompt_tokens_details.cached_tokens`` = cache-read tokens.
+
+Streams are translated event by event (:class:`AnthropicStream`): each event is decoded
+once into small msgspec view structs, and text deltas are framed from precomputed bytes.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+import msgspec
+
+from .._core.sse import SSEEvent
+from ..api.errors import GatewayError
+from ..api.openai import Endpoint, ParsedRequest
+from ..config.schema import ProviderConfig
+from .base import StreamTranslator, UpstreamRequest, Usage
+
+__all__ = ["ANTHROPIC_VERSION", "DEFAULT_MAX_TOKENS", "AnthropicProvider", "AnthropicStream"]
+
+#: ``max_tokens`` sent when the client set neither ``max_tokens`` nor ``max_completion_tokens``.
+DEFAULT_MAX_TOKENS = 4096
+ANTHROPIC_VERSION = "2023-06-01"
+_KIND = "anthropic"
+
+# -- the OpenAI request, as far as the translation reads it -----------------------------------
+
+
+class _ImageURL(msgspec.Struct):
+    url: str
+    detail: str | None = None
+
+
+class _Part(msgspec.Struct):
+    type: str
+    text: str | None = None
+    image_url: _ImageURL | None = None
+    refusal: str | None = None
+
+
+class _CallFunction(msgspec.Struct):
+    name: str
+    arguments: str = ""
+
+
+class _ToolCall(msgspec.Struct):
+    id: str
+    function: _CallFunction
+    type: str = "function"
+
+
+class _Message(msgspec.Struct, kw_only=True):
+    role: str
+    content: str | list[_Part] | None = None
+    tool_calls: list[_ToolCall] | None = None
+    tool_call_id: str | None = None
+    name: str | None = None
+    refusal: str | None = None
+    audio: Any = None
+    function_call: Any = None
+
+
+class _FunctionDef(msgspec.Struct, kw_only=True):
+    name: str
+    description: str | None = None
+    parameters: msgspec.Raw = msgspec.Raw()
+    strict: bool | None = None
+
+
+class _Tool(msgspec.Struct, kw_only=True):
+    type: str
+    function: _FunctionDef | None = None
+
+
+class _NamedFunction(msgspec.Struct):
+    name: str
+
+
+class _ToolChoice(msgspec.Struct, kw_only=True):
+    type: str
+    function: _NamedFunction | None = None
+
+
+class _ResponseFormat(msgspec.Struct):
+    type: str
+
+
+class _ChatRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    model: str
+    messages: list[_Message]
+    stream: bool | None = None
+    stream_options: Any = None
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    stop: str | list[str] | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    user: str | None = None
+    safety_identifier: str | None = None
+    tools: list[_Tool] | None = None
+    tool_choice: str | _ToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    # dropped (OpenAI-side only)
+    store: Any = None
+    metadata: Any = None
+    service_tier: Any = None
+    prompt_cache_key: Any = None
+    prompt_cache_retention: Any = None
+    seed: Any = None
+    # accepted only at their no-op value
+    n: int | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    logit_bias: dict[str, Any] | None = None
+    response_format: _ResponseFormat | None = None
+    modalities: list[str] | None = None
+    # rejected when set
+    audio: Any = None
+    prediction: Any = None
+    reasoning_effort: Any = None
+    verbosity: Any = None
+    web_search_options: Any = None
+    functions: Any = None
+    function_call: Any = None
+    # the mock upstream's controls: forwarded
+    mock: msgspec.Raw = msgspec.Raw()
+
+
+_request_decoder = msgspec.json.Decoder(_ChatRequest)
+_args_decoder = msgspec.json.Decoder(dict[str, Any])
+_encoder = msgspec.json.Encoder()
+_encode = _encoder.encode
+
+_UNKNOWN_RE = re.compile(r"^Object contains unknown field `([^`]+)`$")
+_AT_RE = re.compile(r"^(.*?)(?: - at `\$(.*)`)?$", re.DOTALL)
+
+
+def _bad(message: str, param: str | None = None, code: str | None = None) -> GatewayError:
+    return GatewayError(400, message, "invalid_request_error", code, param)
+
+
+def _unsupported(param: str, what: str) -> GatewayError:
+    return _bad(
+        f"{what} is not supported by provider kind '{_KIND}' (parameter '{param}').",
+        param,
+        "unsupported_parameter",
+    )
+
+
+def _decode_request(raw: bytes) -> _ChatRequest:
+    try:
+        return _request_decoder.decode(raw)
+    except msgspec.ValidationError as exc:
+        m = _AT_RE.match(str(exc))
+        assert m is not None  # the pattern matches any text
+        text, path = m.group(1), (m.group(2) or "").lstrip(".")
+        unknown = _UNKNOWN_RE.match(text)
+        if unknown and not path:
+            name = unknown.group(1)
+            raise _unsupported(name, f"The parameter '{name}'") from None
+        raise _bad(f"Invalid value for '{path}': {text}", path or None) from None
+    except msgspec.DecodeError:
+        raise _bad("The request body is not valid JSON.", code="invalid_json") from None
+
+
+# -- request translation ----------------------------------------------------------------------
+
+
+def _check_parameters(req: _ChatRequest) -> None:
+    """Reject what cannot be dropped without changing the answer (see the module table)."""
+    if req.n is not None and req.n > 1:
+        raise _unsupported("n", "More than one choice (n > 1)")
+    if req.logprobs:
+        raise _unsupported("logprobs", "Log probabilities")
+    if req.top_logprobs:
+        raise _unsupported("top_logprobs", "Log probabilities")
+    if req.presence_penalty:
+        raise _unsupported("presence_penalty", "A non-zero presence_penalty")
+    if req.frequency_penalty:
+        raise _unsupported("frequency_penalty", "A non-zero frequency_penalty")
+    if req.logit_bias:
+        raise _unsupported("logit_bias", "logit_bias")
+    if req.response_format is not None and req.response_format.type != "text":
+        raise _unsupported(
+            "response_format", f"response_format of type '{req.response_format.type}'"
+        )
+    if req.audio is not None:
+        raise _unsupported("audio", "Audio output")
+    if req.modalities is not None and any(m != "text" for m in req.modalities):
+        raise _unsupported("modalities", "An output modality other than text")
+    for field in ("prediction", "reasoning_effort", "verbosity", "web_search_options"):
+        if getattr(req, field) is not None:
+            raise _unsupported(field, f"'{field}'")
+    for field in ("functions", "function_call"):
+        if getattr(req, field) is not None:
+            raise _unsupported(field, f"The legacy '{field}' parameter (use 'tools')")
+    t = req.temperature
+    if t is not None and not 0.0 <= t <= 1.0:
+        raise _bad(
+            f"'temperature' must be between 0 and 1 for provider kind '{_KIND}' (got {t:g}); "
+            "OpenAI's range is 0 to 2, and the gateway does not rescale it.",
+            "temperature",
+            "unsupported_value",
+        )
+
+
+def _text_of(content: str | list[_Part] | None, param: str) -> list[str]:
+    """Text pieces of a message that may only hold text (system, developer, tool)."""
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [content]
+    out = []
+    for j, part in enumerate(content):
+        if part.type != "text" or part.text is None:
+            raise _bad(
+                f"Content parts of type '{part.type}' are not supported here by provider kind "
+                f"'{_KIND}'; only text is.",
+                f"{param}.content[{j}]",
+                "unsupported_content",
+            )
+        out.append(part.text)
+    return out
+
+
+def _image_block(url: str, param: str) -> dict[str, Any]:
+    if url.startswith("data:"):
+        header, sep, data = url[5:].partition(",")
+        media_type, _, params = header.partition(";")
+        if not sep or "base64" not in params.split(";") or not media_type:
+            raise _bad(
+                "An image data URL must look like 'data:<media type>;base64,<data>'.",
+                param,
+                "invalid_image_url",
+            )
+        return {
+            "type": "image",
+            "source": {"type": "base64", "media_type": media_type, "data": data},
+        }
+    if url.startswith(("https://", "http://")):
+        return {"type": "image", "source": {"type": "url", "url": url}}
+    raise _bad(
+        "An image URL must be an http(s) URL or a base64 data URL.", param, "invalid_image_url"
+    )
+
+
+def _content_blocks(
+    content: str | list[_Part] | None, param: str, assistant: bool
+) -> list[dict[str, Any]]:
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}] if content else []
+    blocks: list[dict[str, Any]] = []
+    for j, part in enumerate(content):
+        kind = part.type
+        if kind == "text" and part.text is not None:
+            if part.text:
+                blocks.append({"type": "text", "text": part.text})
+        elif kind == "refusal" and assistant and part.refusal is not None:
+            if part.refusal:
+                blocks.append({"type": "text", "text": part.refusal})
+        elif kind == "image_url" and part.image_url is not None and not assistant:
+            blocks.append(_image_block(part.image_url.url, f"{param}.content[{j}].image_url.url"))
+        else:
+            raise _bad(
+                f"Content parts of type '{kind}' are not supported by provider kind '{_KIND}'.",
+                f"{param}.content[{j}]",
+                "unsupported_content",
+            )
+    return blocks
+
+
+def _tool_use_block(call: _ToolCall, param: str) -> dict[str, Any]:
+    args = call.function.arguments
+    if not args.strip():
+        parsed: dict[str, Any] = {}
+    else:
+        try:
+            parsed = _args_decoder.decode(args)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            raise _bad(
+                f"The arguments of tool call '{call.id}' must be a JSON object; provider kind "
+                f"'{_KIND}' needs them parsed.",
+                f"{param}.function.arguments",
+                "invalid_tool_arguments",
+            ) from None
+    return {"type": "tool_use", "id": call.id, "name": call.function.name, "input": parsed}
+
+
+def _translate_messages(
+    messages: list[_Message],
+) -> tuple[list[str], list[dict[str, Any]]]:
+    """(system texts, Anthropic messages with strictly alternating roles)."""
+    system: list[str] = []
+    turns: list[tuple[str, list[dict[str, Any]]]] = []
+
+    def add(role: str, blocks: list[dict[str, Any]]) -> None:
+        if turns and turns[-1][0] == role:
+            turns[-1][1].extend(blocks)
+        else:
+            turns.append((role, blocks))
+
+    for i, m in enumerate(messages):
+        param = f"messages[{i}]"
+        role = m.role
+        if role in ("system", "developer"):
+            system.extend(t for t in _text_of(m.content, param) if t)
+        elif role == "user":
+            add("user", _content_blocks(m.content, param, assistant=False))
+        elif role == "assistant":
+            if m.audio is not None:
+                raise _unsupported(f"{param}.audio", "A reference to earlier audio output")
+            if m.function_call is not None:
+                raise _unsupported(
+                    f"{param}.function_call", "The legacy 'function_call' (use 'tool_calls')"
+                )
+            blocks = _content_blocks(m.content, param, assistant=True)
+            for k, call in enumerate(m.tool_calls or ()):
+                blocks.append(_tool_use_block(call, f"{param}.tool_calls[{k}]"))
+            add("assistant", blocks)
+        elif role == "tool":
+            if not m.tool_call_id:
+                raise _bad(
+                    "A 'tool' message needs 'tool_call_id'.",
+                    f"{param}.tool_call_id",
+                    "missing_required_parameter",
+                )
+            texts = _text_of(m.content, param)
+            result: dict[str, Any] = {"type": "tool_result", "tool_use_id": m.tool_call_id}
+            if isinstance(m.content, list):
+                result["content"] = [{"type": "text", "text": t} for t in texts if t]
+            else:
+                result["content"] = "".join(texts)
+            add("user", [result])
+        else:
+            raise _bad(
+                f"Messages with role '{role}' are not supported by provider kind '{_KIND}'.",
+                f"{param}.role",
+                "unsupported_parameter",
+            )
+    out: list[dict[str, Any]] = []
+    for role, blocks in turns:
+        if len(blocks) == 1 and blocks[0]["type"] == "text":
+            out.append({"role": role, "content": blocks[0]["text"]})
+        else:
+            out.append({"role": role, "content": blocks})
+    return system, out
+
+
+def _translate_tools(tools: list[_Tool]) -> list[dict[str, Any]]:
+    out = []
+    for i, tool in enumerate(tools):
+        fn = tool.function
+        if tool.type != "function" or fn is None:
+            raise _unsupported(f"tools[{i}]", f"A tool of type '{tool.type}'")
+        if fn.strict:
+            raise _unsupported(
+                f"tools[{i}].function.strict", "Strict schema adherence ('strict': true)"
+            )
+        schema: Any = fn.parameters
+        if not schema or bytes(schema) == b"null":
+            schema = {"type": "object", "properties": {}}
+        entry: dict[str, Any] = {"name": fn.name}
+        if fn.description is not None:
+            entry["description"] = fn.description
+        entry["input_schema"] = schema
+        out.append(entry)
+    return out
+
+
+def _translate_tool_choice(choice: str | _ToolChoice) -> dict[str, Any]:
+    if isinstance(choice, str):
+        mapped = {"auto": "auto", "required": "any", "none": "none"}.get(choice)
+        if mapped is None:
+            raise _bad(
+                f"Invalid value for 'tool_choice': {choice!r}.", "tool_choice", "invalid_value"
+            )
+        return {"type": mapped}
+    if choice.type == "function" and choice.function is not None:
+        return {"type": "tool", "name": choice.function.name}
+    raise _unsupported("tool_choice", f"A tool_choice of type '{choice.type}'")
+
+
+def build_body(raw: bytes, upstream_model: str) -> dict[str, Any]:
+    """The Anthropic Messages request for an OpenAI chat-completions body (raises 400s)."""
+    req = _decode_request(raw)
+    _check_parameters(req)
+    system, messages = _translate_messages(req.messages)
+    body: dict[str, Any] = {"model": upstream_model}
+    if system:
+        if len(system) == 1:
+            body["system"] = system[0]
+        else:
+            body["system"] = [{"type": "text", "text": t} for t in system]
+    body["messages"] = messages
+    if req.max_completion_tokens is not None:
+        body["max_tokens"] = req.max_completion_tokens
+    elif req.max_tokens is not None:
+        body["max_tokens"] = req.max_tokens
+    else:
+        body["max_tokens"] = DEFAULT_MAX_TOKENS
+    if req.stop is not None:
+        stops = [req.stop] if isinstance(req.stop, str) else req.stop
+        if stops:
+            body["stop_sequences"] = stops
+    if req.temperature is not None:
+        body["temperature"] = req.temperature
+    if req.top_p is not None:
+        body["top_p"] = req.top_p
+    user = req.user if req.user is not None else req.safety_identifier
+    if user is not None:
+        body["metadata"] = {"user_id": user}
+    if req.tools:
+        body["tools"] = _translate_tools(req.tools)
+    choice = _translate_tool_choice(req.tool_choice) if req.tool_choice is not None else None
+    if req.parallel_tool_calls is False and req.tools:
+        if choice is None:
+            choice = {"type": "auto"}
+        if choice["type"] != "none":
+            choice["disable_parallel_tool_use"] = True
+    if choice is not None:
+        body["tool_choice"] = choice
+    if req.stream:
+        body["stream"] = True
+    if req.mock:
+        body["mock"] = req.mock
+    return body
+
+
+# -- responses --------------------------------------------------------------------------------
+
+
+class _AUsage(msgspec.Struct):
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cache_creation_input_tokens: int | None = None
+    cache_read_input_tokens: int | None = None
+
+
+class _ABlock(msgspec.Struct):
+    type: str
+    text: str | None = None
+    id: str | None = None
+    name: str | None = None
+    input: msgspec.Raw = msgspec.Raw()
+
+
+class _AMessage(msgspec.Struct):
+    id: str = ""
+    model: str = ""
+    content: list[_ABlock] = []
+    stop_reason: str | None = None
+    usage: _AUsage | None = None
+
+
+class _OFunction(msgspec.Struct):
+    name: str
+    arguments: str
+
+
+class _OToolCall(msgspec.Struct):
+    id: str
+    type: str
+    function: _OFunction
+
+
+class _OMessage(msgspec.Struct):
+    role: str
+    content: str | None
+    refusal: None = None
+    tool_calls: list[_OToolCall] | msgspec.UnsetType = msgspec.UNSET
+
+
+class _OChoice(msgspec.Struct):
+    index: int
+    message: _OMessage
+    logprobs: None
+    finish_reason: str
+
+
+class _OPromptDetails(msgspec.Struct):
+    cached_tokens: int
+
+
+class _OUsage(msgspec.Struct):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    prompt_tokens_details: _OPromptDetails
+
+
+class _OCompletion(msgspec.Struct):
+    id: str
+    object: str
+    created: int
+    model: str
+    choices: list[_OChoice]
+    usage: _OUsage | None
+
+
+_message_decoder = msgspec.json.Decoder(_AMessage)
+
+_FINISH = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+
+
+def _finish_reason(stop_reason: str | None) -> str:
+    return _FINISH.get(stop_reason or "end_turn", "stop")
+
+
+def _usage(input_tokens: int, output: int, created: int, read: int) -> Usage:
+    prompt = input_tokens + created + read
+    return (prompt, output, prompt + output, read)
+
+
+def _usage_of(u: _AUsage) -> Usage:
+    return _usage(
+        u.input_tokens or 0,
+        u.output_tokens or 0,
+        u.cache_creation_input_tokens or 0,
+        u.cache_read_input_tokens or 0,
+    )
+
+
+def _ousage(u: Usage) -> _OUsage:
+    return _OUsage(u[0], u[1], u[2], _OPromptDetails(u[3]))
+
+
+# -- streams ----------------------------------------------------------------------------------
+
+
+class _SBlock(msgspec.Struct):
+    type: str = ""
+    text: str | None = None
+    id: str | None = None
+    name: str | None = None
+
+
+class _SDelta(msgspec.Struct):
+    type: str | None = None
+    text: str | None = None
+    partial_json: str | None = None
+    stop_reason: str | None = None
+
+
+class _SMessage(msgspec.Struct):
+    id: str = ""
+    model: str = ""
+    usage: _AUsage | None = None
+
+
+class _SError(msgspec.Struct):
+    type: str = "api_error"
+    message: str = ""
+
+
+class _SEvent(msgspec.Struct):
+    type: str = ""
+    index: int = 0
+    delta: _SDelta | None = None
+    content_block: _SBlock | None = None
+    message: _SMessage | None = None
+    usage: _AUsage | None = None
+    error: _SError | None = None
+
+
+_event_decoder = msgspec.json.Decoder(_SEvent)
+
+
+class _UsageChunk(msgspec.Struct):
+    id: str
+    object: str
+    created: int
+    model: str
+    choices: list[None]
+    usage: _OUsage
+
+
+_DONE = b"data: [DONE]\n\n"
+
+
+class AnthropicStream:
+    """One streamed Anthropic response → OpenAI ``chat.completion.chunk`` events."""
+
+    __slots__ = (
+        "_client_usage",
+        "_created",
+        "_error",
+        "_head",
+        "_id",
+        "_input",
+        "_model",
+        "_output",
+        "_provider",
+        "_tail",
+        "_text_head",
+        "_text_tail",
+        "_tools",
+        "usage",
+    )
+
+    def __init__(
+        self, provider: AnthropicProvider, upstream_model: str, client_usage: bool
+    ) -> None:
+        self._provider = provider
+        self._client_usage = client_usage
+        self._created = int(time.time())
+        self._tools: dict[int, int] = {}  # Anthropic block index → OpenAI tool_calls index
+        self._input = (0, 0, 0)  # input, cache creation, cache read tokens
+        self._output = 0
+        self._error = False
+        self.usage: Usage | None = None
+        self._frame("chatcmpl-anthropic", upstream_model)
+
+    def _frame(self, cid: str, model: str) -> None:
+        """Precompute the constant bytes around each chunk's delta."""
+        self._id = cid
+        self._model = model
+        self._head = b"".join(
+            [
+                b'data: {"id":',
+                _encode(cid),
+                b',"object":"chat.completion.chunk","created":',
+                b"%d" % self._created,
+                b',"model":',
+                _encode(model),
+                b',"choices":[{"index":0,"delta":',
+            ]
+        )
+        usage = b',"usage":null}\n\n' if self._client_usage else b"}\n\n"
+        self._tail = b',"logprobs":null,"finish_reason":null}]' + usage
+        self._text_head = self._head + b'{"content":'
+        self._text_tail = b"}" + self._tail
+
+    def _chunk(self, delta: bytes, finish: str | None = None) -> bytes:
+        if finish is None:
+            return self._head + delta + self._tail
+        usage = b',"usage":null}\n\n' if self._client_usage else b"}\n\n"
+        return b"".join(
+            [
+                self._head,
+                delta,
+                b',"logprobs":null,"finish_reason":',
+                _encode(finish),
+                b"}]",
+                usage,
+            ]
+        )
+
+    def _set_usage(self) -> None:
+        i, c, r = self._input
+        self.usage = _usage(i, self._output, c, r)
+
+    def feed(self, event: SSEEvent) -> bytes:
+        data = event.data
+        if not data:
+            return b""
+        try:
+            ev = _event_decoder.decode(data)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            return GatewayError(
+                502,
+                f"Provider '{self._provider.name}' sent an invalid stream event.",
+                "upstream_error",
+                "upstream_protocol_error",
+            ).sse_event()
+        kind = ev.type
+        if kind == "content_block_delta":
+            d = ev.delta
+            if d is None:
+                return b""
+            if d.text is not None:  # text_delta
+                if not d.text:
+                    return b""
+                return b"".join([self._text_head, _encode(d.text), self._text_tail])
+            if d.partial_json is not None:  # input_json_delta
+                index = self._tools.get(ev.index)
+                if index is None or not d.partial_json:
+                    return b""
+                return self._chunk(
+                    b'{"tool_calls":[{"index":%d,"function":{"arguments":%s}}]}'
+                    % (index, _encode(d.partial_json))
+                )
+            return b""  # thinking, signature, citations deltas
+        if kind == "content_block_start":
+            block = ev.content_block
+            if block is None:
+                return b""
+            if block.type == "tool_use":
+                index = len(self._tools)
+                self._tools[ev.index] = index
+                call = {
+                    "index": index,
+                    "id": block.id or "",
+                    "type": "function",
+                    "function": {"name": block.name or "", "arguments": ""},
+                }
+                return self._chunk(b'{"tool_calls":[' + _encode(call) + b"]}")
+            if block.type == "text" and block.text:
+                return b"".join([self._text_head, _encode(block.text), self._text_tail])
+            return b""
+        if kind == "message_start":
+            m = ev.message
+            if m is None:
+                return b""
+            self._frame("chatcmpl-" + m.id, m.model or self._model)
+            if m.usage is not None:
+                u = m.usage
+                self._input = (
+                    u.input_tokens or 0,
+                    u.cache_creation_input_tokens or 0,
+                    u.cache_read_input_tokens or 0,
+                )
+                self._output = u.output_tokens or 0
+                self._set_usage()
+            return self._chunk(b'{"role":"assistant","content":""}')
+        if kind == "message_delta":
+            du = ev.usage
+            if du is not None:  # cumulative counts; input counts only in newer API versions
+                i, c, r = self._input
+                self._input = (
+                    i if du.input_tokens is None else du.input_tokens,
+                    c if du.cache_creation_input_tokens is None else du.cache_creation_input_tokens,
+                    r if du.cache_read_input_tokens is None else du.cache_read_input_tokens,
+                )
+                if du.output_tokens is not None:
+                    self._output = du.output_tokens
+                self._set_usage()
+            stop = ev.delta.stop_reason if ev.delta is not None else None
+            return self._chunk(b"{}", _finish_reason(stop))
+        if kind == "error":
+            self._error = True
+            err = ev.error if ev.error is not None else _SError()
+            return self._provider.error_for(None, err.type, err.message).sse_event()
+        return b""  # ping, content_block_stop, message_stop, unknown event types
+
+    def finish(self) -> bytes:
+        if self._client_usage and self.usage is not None:
+            chunk = _UsageChunk(
+                self._id,
+                "chat.completion.chunk",
+                self._created,
+                self._model,
+                [],
+                _ousage(self.usage),
+            )
+            return b"data: " + _encode(chunk) + b"\n\n" + _DONE
+        return _DONE
+
+
+# -- errors -----------------------------------------------------------------------------------
+
+
+class _ErrorDetail(msgspec.Struct):
+    type: str | None = None
+    message: str | None = None
+
+
+class _ErrorBody(msgspec.Struct):
+    error: _ErrorDetail | str | None = None
+    message: str | None = None
+
+
+_error_decoder = msgspec.json.Decoder(_ErrorBody)
+
+#: Anthropic error type → the HTTP status it comes with (for errors inside a stream).
+_TYPE_STATUS = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "billing_error": 402,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "timeout_error": 504,
+    "overloaded_error": 529,
+}
+
+
+class AnthropicProvider:
+    """Anthropic's Messages API (``POST /messages``) behind the OpenAI chat format."""
+
+    kind = _KIND
+    openai_shaped = False
+    default_base_url = "https://api.anthropic.com/v1"
+
+    def __init__(self, name: str, cfg: ProviderConfig) -> None:
+        self.name = name
+        self.base_url = (cfg.base_url or self.default_base_url).rstrip("/")
+        self._secret = cfg.api_key or ""
+        headers = {"content-type": "application/json"}
+        if cfg.api_key:
+            headers["x-api-key"] = cfg.api_key
+        headers["anthropic-version"] = ANTHROPIC_VERSION
+        headers.update({k.lower(): v for k, v in cfg.headers.items()})
+        self.headers = headers
+
+    def build_request(
+        self, req: ParsedRequest, upstream_model: str, request_id: str
+    ) -> UpstreamRequest:
+        if req.endpoint is not Endpoint.CHAT:
+            raise GatewayError(
+                400,
+                f"The endpoint '{req.endpoint.path}' is not supported by provider kind '{_KIND}'.",
+                "invalid_request_error",
+                "unsupported_endpoint",
+            )
+        body = _encode(build_body(req.raw, upstream_model))
+        if req.stream:
+            headers = {"x-request-id": request_id, "accept": "text/event-stream"}
+        else:
+            headers = {"x-request-id": request_id}
+        return UpstreamRequest("/messages", headers, body, False)
+
+    def transform_response(self, req: ParsedRequest, body: bytes) -> bytes:
+        try:
+            msg = _message_decoder.decode(body)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            raise GatewayError(
+                502,
+                f"Provider '{self.name}' sent a response that is not an Anthropic message.",
+                "upstream_error",
+                "upstream_protocol_error",
+            ) from None
+        texts: list[str] = []
+        calls: list[_OToolCall] = []
+        for block in msg.content:
+            if block.type == "text" and block.text is not None:
+                texts.append(block.text)
+            elif block.type == "tool_use":
+                args = bytes(block.input).decode() if block.input else "{}"
+                calls.append(
+                    _OToolCall(block.id or "", "function", _OFunction(block.name or "", args))
+                )
+        content = "".join(texts) if texts or not calls else None
+        message = _OMessage("assistant", content)
+        if calls:
+            message.tool_calls = calls
+        usage = _ousage(_usage_of(msg.usage)) if msg.usage is not None else None
+        out = _OCompletion(
+            "chatcmpl-" + msg.id,
+            "chat.completion",
+            int(time.time()),
+            msg.model,
+            [_OChoice(0, message, None, _finish_reason(msg.stop_reason))],
+            usage,
+        )
+        return _encode(out)
+
+    def new_stream(self, req: ParsedRequest, upstream_model: str) -> StreamTranslator:
+        return AnthropicStream(self, upstream_model, req.client_usage)
+
+    def scrub(self, text: str) -> str:
+        """Remove the provider's secret from text that came from the upstream."""
+        if self._secret and self._secret in text:
+            text = text.replace(self._secret, "***")
+        return text
+
+    def error_for(self, status: int | None, etype: str | None, message: str) -> GatewayError:
+        """The client's error for an Anthropic error (``status`` None: inside a stream)."""
+        message = self.scrub(message)
+        if etype is None or etype not in _TYPE_STATUS:
+            etype = {
+                400: "invalid_request_error",
+                401: "authentication_error",
+                403: "permission_error",
+                404: "not_found_error",
+                413: "request_too_large",
+                429: "rate_limit_error",
+                503: "overloaded_error",
+                529: "overloaded_error",
+            }.get(status or 500, "api_error" if (status or 500) >= 500 else "")
+        name = self.name
+        where = "mid-stream" if status is None else f"(HTTP {status})"
+        if status is None:
+            status = _TYPE_STATUS.get(etype, 500)
+        if etype == "invalid_request_error":
+            return GatewayError(400, message, "invalid_request_error")
+        if etype == "not_found_error":
+            return GatewayError(404, message, "invalid_request_error", "not_found")
+        if etype == "request_too_large":
+            return GatewayError(413, message, "invalid_request_error", "request_too_large")
+        if etype == "rate_limit_error":
+            return GatewayError(429, message, "rate_limit_error", "rate_limit_exceeded")
+        if etype in ("authentication_error", "permission_error", "billing_error"):
+            return GatewayError(
+                502,
+                f"Provider '{name}' rejected the gateway's credentials ({etype}): {message}",
+                "upstream_error",
+                "upstream_auth_failed",
+            )
+        if etype == "overloaded_error":
+            return GatewayError(
+                503,
+                f"Provider '{name}' is overloaded: {message}",
+                "overloaded_error",
+                "upstream_overloaded",
+            )
+        if etype == "timeout_error":
+            return GatewayError(
+                504,
+                f"Provider '{name}' timed out: {message}",
+                "timeout_error",
+                "upstream_timeout",
+            )
+        if status in (409, 422):
+            return GatewayError(status, message, "invalid_request_error")
+        return GatewayError(
+            502,
+            f"Provider '{name}' failed {where}: {message}",
+            "upstream_error",
+            "upstream_error",
+        )
+
+    def map_error(self, status: int, body: bytes) -> GatewayError:
+        etype: str | None = None
+        message: str | None = None
+        try:
+            parsed: _ErrorBody | None = _error_decoder.decode(body)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            parsed = None
+        if parsed is not None:
+            if isinstance(parsed.error, _ErrorDetail):
+                etype, message = parsed.error.type, parsed.error.message
+            elif isinstance(parsed.error, str):
+                message = parsed.error
+            elif parsed.message:
+                message = parsed.message
+        if not message:
+            message = body[:200].decode("utf-8", "replace").strip() or f"HTTP {status}"
+        return self.error_for(status, etype, message)
