@@ -150,6 +150,7 @@ def gateway_config(mock: Proc) -> dict[str, Any]:
                 "timeout": {"connect": "1s", "first_byte": "2s", "total": "400ms"},
             },
             "dead": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "api_key": SECRET},
+            "gem": {"kind": "gemini", "base_url": f"{mock.url}/v1beta", "api_key": SECRET},
         },
         "models": {
             "gpt-test": {"targets": [{"provider": "mock", "model": "upstream-model"}]},
@@ -167,5 +168,6 @@ def gateway_config(mock: Proc) -> dict[str, Any]:
             "impatient": {"targets": [{"provider": "impatient", "model": "m"}]},
             "hasty": {"targets": [{"provider": "hasty", "model": "m"}]},
             "dead": {"targets": [{"provider": "dead", "model": "m"}]},
+            "gemini-flash": {"targets": [{"provider": "gem", "model": "gemini-2.5-flash"}]},
         },
     }
