@@ -20,6 +20,7 @@ import msgspec
 
 from . import __version__
 from ._core import sse
+from .api import anthropic as anthropic_api
 from .api.errors import GatewayError, bad_request, not_found
 from .api.openai import Endpoint, ParsedRequest, parse_request
 from .asgi import ASGIApp, Message, Receive, Scope, Send
@@ -32,6 +33,7 @@ from .upstream import Client, Response, UpstreamError
 
 Headers = list[tuple[bytes, bytes]]
 Handler = Callable[[Send, bytes], Awaitable[None]]
+IngressHandler = Callable[[Scope, Receive, Send, bytes, bytes], Awaitable[None]]
 
 _JSON = (b"content-type", b"application/json")
 _SSE_HEADERS: Headers = [
@@ -46,6 +48,7 @@ _MAX_UNSTREAMED = 64 * 1024 * 1024
 _DRAIN_LIMIT = 8 * 1024 * 1024
 _END: Message = {"type": "http.response.body", "body": b"", "more_body": False}
 _encoder = msgspec.json.Encoder()
+_raw_fields_decoder = msgspec.json.Decoder(dict[str, msgspec.Raw])
 
 
 _RID_PREFIX = os.urandom(6).hex().encode()
@@ -95,6 +98,88 @@ class _Translated:
         last = self._parser.flush()
         head = self._tr.feed(last) if last is not None else b""
         return head + self._tr.finish()
+
+
+def _raw_fields(raw: bytes) -> dict[str, msgspec.Raw] | None:
+    try:
+        return _raw_fields_decoder.decode(raw)
+    except msgspec.DecodeError:
+        return None
+
+
+def _with_max_tokens(body: bytes) -> bytes:
+    """count_tokens takes a Messages request without ``max_tokens``: add one to validate."""
+    fields = _raw_fields(body)
+    if fields is None or "max_tokens" in fields:
+        return body
+    fields["max_tokens"] = msgspec.Raw(b"1")
+    return _encoder.encode(fields)
+
+
+class _Output:
+    """What the client's API speaks. The base is OpenAI's: bodies and events as they are."""
+
+    def body(self, data: bytes) -> bytes:
+        return data
+
+    def relay(self, inner: RelayFilter) -> RelayFilter:
+        return inner
+
+    def error_event(self, err: GatewayError) -> bytes:
+        return err.sse_event() + _DONE
+
+
+_OPENAI_OUT = _Output()
+
+
+class _ChainedRelay:
+    """A RelayFilter whose OpenAI-shaped output is translated again, event by event."""
+
+    __slots__ = ("_inner", "_parser", "_tr")
+
+    def __init__(
+        self, inner: RelayFilter, translator: anthropic_api.OpenAIToAnthropicStream
+    ) -> None:
+        self._inner = inner
+        self._tr = translator
+        self._parser = sse.SSEParser()
+
+    def _convert(self, data: bytes) -> bytes:
+        if not data:
+            return b""
+        tr = self._tr
+        return b"".join([tr.feed(ev) for ev in self._parser.feed(data)])
+
+    def feed(self, chunk: bytes) -> bytes:
+        return self._convert(self._inner.feed(chunk))
+
+    def flush(self) -> bytes:
+        out = self._convert(self._inner.flush())
+        last = self._parser.flush()
+        if last is not None:
+            out += self._tr.feed(last)
+        return out + self._tr.finish()
+
+
+class _AnthropicOutput(_Output):
+    """The Anthropic Messages API in front of an OpenAI-shaped answer."""
+
+    __slots__ = ("model", "rid")
+
+    def __init__(self, model: str, rid: bytes) -> None:
+        self.model = model
+        self.rid = rid
+
+    def body(self, data: bytes) -> bytes:
+        return anthropic_api.from_openai_response(data, self.model)
+
+    def relay(self, inner: RelayFilter) -> RelayFilter:
+        return _ChainedRelay(
+            inner, anthropic_api.OpenAIToAnthropicStream(self.model, self.rid.decode())
+        )
+
+    def error_event(self, err: GatewayError) -> bytes:
+        return anthropic_api.error_event(err)
 
 
 class _DisconnectWatch:
@@ -152,6 +237,7 @@ class Gateway:
         self.cfg = cfg
         self.source = source
         self.router = Router(cfg)
+        self.secrets = {name: p.api_key for name, p in cfg.providers.items() if p.api_key}
         self.max_body = cfg.server.max_body_bytes
         self.max_event = cfg.server.max_event_bytes
         self.client: Client | None = None
@@ -169,6 +255,11 @@ class Gateway:
             "/v1/models": ("GET", self._models),
             "/healthz": ("GET", self._healthz),
             "/readyz": ("GET", self._readyz),
+        }
+        #: Routes of other client APIs (their own request and error shapes).
+        self.ingress: dict[str, IngressHandler] = {
+            "/v1/messages": self._messages,
+            "/v1/messages/count_tokens": self._count_tokens,
         }
         self._models_body = _encoder.encode(
             {
@@ -238,6 +329,10 @@ class Gateway:
         route = self.routes.get(path)
         try:
             if route is None:
+                ingress = self.ingress.get(path)
+                if ingress is not None and scope["method"] == "POST":
+                    await self._anthropic_ingress(ingress, scope, receive, send, ctx_id)
+                    return
                 if self.demo is not None and path.startswith("/_demo/"):
                     await self.demo(scope, receive, send)
                     return
@@ -339,9 +434,146 @@ class Gateway:
             send, 200 if ready else 503, _encoder.encode(detail), [_JSON, (b"x-request-id", rid)]
         )
 
+    # -- the Anthropic Messages API in front -------------------------------------------------
+
+    async def _anthropic_ingress(
+        self, handler: IngressHandler, scope: Scope, receive: Receive, send: Send, rid: bytes
+    ) -> None:
+        """Read the body and run ``handler``; errors in Anthropic's shape."""
+        try:
+            msg = await receive()
+            body = msg.get("body", b"")
+            if msg.get("more_body", False) or len(body) > self.max_body:
+                length = -1
+                for name, value in scope["headers"]:
+                    if name == b"content-length" and value.isdigit():
+                        length = int(value)
+                body = await self._read_body(receive, length, body, msg)
+            await handler(scope, receive, send, body, rid)
+        except GatewayError as err:
+            data = anthropic_api.error_body(err)
+            headers = [
+                _JSON,
+                (b"content-length", b"%d" % len(data)),
+                (b"x-request-id", rid),
+                *err.headers,
+            ]
+            await send({"type": "http.response.start", "status": err.status, "headers": headers})
+            await send({"type": "http.response.body", "body": data})
+
+    def _resolve(self, model: str) -> tuple[Target, str]:
+        found = self.router.resolve(model)
+        if found is None:
+            raise not_found(
+                f"The model '{model}' does not exist on this gateway.",
+                code="model_not_found",
+                param="model",
+            )
+        route, default_model = found
+        return route.targets[0], default_model
+
+    async def _messages(
+        self, scope: Scope, receive: Receive, send: Send, body: bytes, rid: bytes
+    ) -> None:
+        mreq = anthropic_api.parse_messages(body)
+        target, default_model = self._resolve(mreq.model)
+        if target.provider.kind == "anthropic":
+            await self._anthropic_passthrough(
+                scope, receive, send, "/messages", mreq.raw, mreq.stream, target, default_model, rid
+            )
+            return
+        oreq = parse_request(Endpoint.CHAT, anthropic_api.to_openai_chat(mreq))
+        await self._proxy(receive, send, oreq, rid, _AnthropicOutput(mreq.model, rid))
+
+    async def _count_tokens(
+        self, scope: Scope, receive: Receive, send: Send, body: bytes, rid: bytes
+    ) -> None:
+        mreq = anthropic_api.parse_messages(_with_max_tokens(body))
+        target, default_model = self._resolve(mreq.model)
+        if target.provider.kind == "anthropic":
+            await self._anthropic_passthrough(
+                scope,
+                receive,
+                send,
+                "/messages/count_tokens",
+                body,
+                False,
+                target,
+                default_model,
+                rid,
+            )
+            return
+        data = _encoder.encode({"input_tokens": anthropic_api.estimate_input_tokens(mreq)})
+        await self._send_json(send, 200, data, [_JSON, (b"x-request-id", rid)])
+
+    async def _anthropic_passthrough(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        path: str,
+        raw: bytes,
+        stream: bool,
+        target: Target,
+        default_model: str,
+        rid: bytes,
+    ) -> None:
+        """A Messages request to an Anthropic target: the client's bytes (model renamed when
+        the target says so), the answer relayed as it is."""
+        client = self.client
+        if client is None:
+            raise GatewayError(503, "The gateway is starting.", "unavailable", "not_ready")
+        model = target.model or default_model
+        fields = _raw_fields(raw)
+        if fields is not None and target.model is not None:
+            fields["model"] = msgspec.Raw(_encoder.encode(model))
+            raw = _encoder.encode(fields)
+        headers = {"x-request-id": rid.decode()}
+        for name, value in scope["headers"]:
+            if name == b"anthropic-beta":
+                headers["anthropic-beta"] = value.decode("latin-1")
+        if stream:
+            headers["accept"] = "text/event-stream"
+        data = target.wire.request(path, headers, raw)
+        del raw, fields
+        try:
+            resp = await client.request(target.wire.origin, data, target.timeouts, stream)
+            if stream and resp.status >= 400:
+                await resp.read()
+                stream = False
+        except UpstreamError as e:
+            raise upstream_errors.transport_error(e, target) from None
+        if stream:
+            relay = sse.StreamFilter(False, self.max_event)
+            out = _AnthropicOutput(model, rid)
+            await self._relay_stream(receive, send, target, resp, relay, rid, out)
+            return
+        body = resp.body
+        secret = self.secrets.get(target.provider.name)
+        if resp.status >= 400 and secret and secret.encode() in body:
+            body = body.replace(secret.encode(), b"***")  # never echo the provider's key
+        headers_out = [
+            (b"content-type", resp.header(b"content-type") or b"application/json"),
+            (b"content-length", b"%d" % len(body)),
+            (b"x-request-id", rid),
+            (b"x-fastgw-provider", target.provider_header),
+        ]
+        retry_after = resp.header(b"retry-after")
+        if retry_after:
+            headers_out.append((b"retry-after", retry_after))
+        await send({"type": "http.response.start", "status": resp.status, "headers": headers_out})
+        await send({"type": "http.response.body", "body": body})
+
     # -- the proxy ------------------------------------------------------------------------
 
-    async def _proxy(self, receive: Receive, send: Send, req: ParsedRequest, rid: bytes) -> None:
+    async def _proxy(
+        self,
+        receive: Receive,
+        send: Send,
+        req: ParsedRequest,
+        rid: bytes,
+        out: _Output = _OPENAI_OUT,
+    ) -> None:
         found = self.router.resolve(req.model)
         if found is None:
             raise not_found(
@@ -402,11 +634,14 @@ class Gateway:
         except UpstreamError as e:
             raise upstream_errors.transport_error(e, target) from None
         if relay is not None and stream:
-            await self._relay_stream(receive, send, target, resp, relay, rid)
+            await self._relay_stream(receive, send, target, resp, out.relay(relay), rid, out)
             return
         data = resp.body
         if not provider.openai_shaped and relay is None:
             data = provider.transform_response(req, data)
+            ctype = b"application/json"
+        if out is not _OPENAI_OUT:
+            data = out.body(data)
             ctype = b"application/json"
         headers = [
             (b"content-type", ctype),
@@ -425,6 +660,7 @@ class Gateway:
         resp: Response,
         filt: RelayFilter,
         rid: bytes,
+        out: _Output = _OPENAI_OUT,
     ) -> None:
         """Relay an SSE stream event by event; a client disconnect cancels the upstream."""
         task = asyncio.current_task()
@@ -439,9 +675,9 @@ class Gateway:
             await send({"type": "http.response.start", "status": resp.status, "headers": headers})
             try:
                 while chunk := await resp.readany():
-                    out = filt.feed(chunk)
-                    if out:
-                        await send({"type": "http.response.body", "body": out, "more_body": True})
+                    data = filt.feed(chunk)
+                    if data:
+                        await send({"type": "http.response.body", "body": data, "more_body": True})
                 tail = filt.flush()
                 if tail:
                     await send({"type": "http.response.body", "body": tail, "more_body": True})
@@ -457,11 +693,7 @@ class Gateway:
                 else:
                     err = upstream_errors.transport_error(e, target)
                 await send(
-                    {
-                        "type": "http.response.body",
-                        "body": err.sse_event() + _DONE,
-                        "more_body": True,
-                    }
+                    {"type": "http.response.body", "body": out.error_event(err), "more_body": True}
                 )
             await send(_END)
         except asyncio.CancelledError:

@@ -151,6 +151,7 @@ def gateway_config(mock: Proc) -> dict[str, Any]:
             },
             "dead": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "api_key": SECRET},
             "gem": {"kind": "gemini", "base_url": f"{mock.url}/v1beta", "api_key": SECRET},
+            "claude": {"kind": "anthropic", "base_url": f"{mock.url}/v1", "api_key": SECRET},
         },
         "models": {
             "gpt-test": {"targets": [{"provider": "mock", "model": "upstream-model"}]},
@@ -169,5 +170,6 @@ def gateway_config(mock: Proc) -> dict[str, Any]:
             "hasty": {"targets": [{"provider": "hasty", "model": "m"}]},
             "dead": {"targets": [{"provider": "dead", "model": "m"}]},
             "gemini-flash": {"targets": [{"provider": "gem", "model": "gemini-2.5-flash"}]},
+            "claude-sonnet": {"targets": [{"provider": "claude", "model": "claude-sonnet-4-5"}]},
         },
     }

@@ -327,6 +327,8 @@ class _StrictRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     thinking: msgspec.Raw = msgspec.Raw(b"")
     cache_control: msgspec.Raw = msgspec.Raw(b"")
     service_tier: str | None = None
+    # The controls of fastgw's own mock upstream, forwarded untouched (as every adapter does).
+    mock: msgspec.Raw = msgspec.Raw(b"")
 
 
 _strict_decoder: Final = msgspec.json.Decoder(_StrictRequest)
@@ -527,6 +529,8 @@ def to_openai_chat(req: MessagesRequest, model: str | None = None) -> bytes:
     if r.stream:
         out["stream"] = True
         out["stream_options"] = {"include_usage": True}
+    if r.mock:
+        out["mock"] = r.mock
     return _enc(out)
 
 

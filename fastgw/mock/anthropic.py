@@ -32,7 +32,7 @@ import msgspec
 from fastgw.mock import behaviour as b
 from fastgw.mock import responses as r
 
-__all__ = ["TOOL_INPUT", "error_body", "plan_messages"]
+__all__ = ["TOOL_INPUT", "error_body", "plan_count_tokens", "plan_messages"]
 
 #: The input of every tool call the mock makes.
 TOOL_INPUT = {"city": "Paris"}
@@ -143,6 +143,20 @@ def _event(name: bytes, obj: dict[str, Any]) -> bytes:
 def _json_pieces(obj: dict[str, Any]) -> list[str]:
     text = _encode(obj).decode()
     return [p for p in r.split_text(text, 3) if p]
+
+
+def plan_count_tokens(state: b.MockState, headers: b.Headers, body: bytes) -> b.Plan:
+    """``POST /v1/messages/count_tokens``: the mock's word count of system and messages."""
+    try:
+        req = _decode(body)
+    except msgspec.DecodeError:
+        return _error(400, "There was an error parsing the body of your request as JSON.")
+    if req.model is None or not req.messages:
+        return _error(400, "model and messages are required")
+    n = r.estimate_tokens(_text(req.system)) + sum(
+        r.estimate_tokens(_text(m.content)) for m in req.messages
+    )
+    return b._json(200, _encode({"input_tokens": n}), "req_" + state.new_id())
 
 
 def plan_messages(state: b.MockState, headers: b.Headers, body: bytes) -> b.Plan:

@@ -229,6 +229,8 @@ def plan_request(
         return _gemini.plan(state, method, path, query, body)
     if path == "/v1/messages" and method == "POST":  # Anthropic (fastgw/mock/anthropic.py)
         return _anthropic.plan_messages(state, headers, body)
+    if path == "/v1/messages/count_tokens" and method == "POST":
+        return _anthropic.plan_count_tokens(state, headers, body)
     endpoint = _ENDPOINTS.get(path)
     if endpoint is None or endpoint[0] != method:
         return not_found(method, path)
