@@ -25,7 +25,7 @@ from .api.errors import GatewayError, bad_request, not_found
 from .api.openai import Endpoint, ParsedRequest, parse_request
 from .asgi import ASGIApp, Message, Receive, Scope, Send
 from .config import GatewayConfig, resolve_config
-from .providers.base import StreamTranslator
+from .providers.base import ByteStreamProvider, StreamTranslator
 from .providers.registry import kinds
 from .routing import Router, Target
 from .routing import errors as upstream_errors
@@ -602,12 +602,15 @@ class Gateway:
         data = target.wire.request(ureq.path, ureq.headers, ureq.body)
         stream = req.stream
         relay: RelayFilter | None = None
+        stream_type = b"text/event-stream"
         if stream:
-            relay = (
-                sse.StreamFilter(ureq.inject_usage, self.max_event)
-                if provider.openai_shaped
-                else _Translated(provider.new_stream(req, model), self.max_event)
-            )
+            if provider.openai_shaped:
+                relay = sse.StreamFilter(ureq.inject_usage, self.max_event)
+            elif isinstance(provider, ByteStreamProvider):
+                relay = provider.new_byte_stream(req, model)
+                stream_type = provider.stream_content_type
+            else:
+                relay = _Translated(provider.new_stream(req, model), self.max_event)
             del req  # a stream may last minutes: hold no copy of the request
         del ureq
         try:
@@ -617,7 +620,7 @@ class Gateway:
             if stream and resp.status >= 400:
                 await resp.read()  # the error's message
                 stream = False
-            elif stream and not ctype.startswith(b"text/event-stream"):
+            elif stream and not ctype.startswith(stream_type):
                 if not provider.openai_shaped:
                     resp.close()
                     raise GatewayError(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from .._core.sse import SSEEvent
 from ..api.errors import GatewayError
@@ -69,3 +69,26 @@ class Provider(Protocol):
         ...
 
     def map_error(self, status: int, body: bytes) -> GatewayError: ...
+
+
+class ByteStreamTranslator(Protocol):
+    """One stream of a provider whose stream is not SSE (e.g. AWS event-stream framing):
+    upstream bytes in, OpenAI ``chat.completion.chunk`` SSE bytes out."""
+
+    usage: Usage | None
+
+    def feed(self, chunk: bytes) -> bytes: ...
+
+    def flush(self) -> bytes:
+        """At the upstream's end: what is still owed, ending with ``data: [DONE]``."""
+        ...
+
+
+@runtime_checkable
+class ByteStreamProvider(Provider, Protocol):
+    """A provider that frames its streams itself (not SSE)."""
+
+    #: The content type of its streamed answers (anything else is an error).
+    stream_content_type: bytes
+
+    def new_byte_stream(self, req: ParsedRequest, upstream_model: str) -> ByteStreamTranslator: ...
