@@ -93,3 +93,26 @@ def test_responses_api_refused_for_non_openai_target(gateway: Proc) -> None:
     with pytest.raises(openai.BadRequestError) as e:
         c.responses.create(model="gemini-flash", input="hi")
     assert e.value.code == "unsupported_endpoint"
+
+
+@pytest.mark.parametrize("model", ["gemini-flash", "claude-sonnet"])
+def test_upstream_failures_map_cleanly(gateway: Proc, model: str) -> None:
+    """A drop mid-stream ends the stream with an error the SDK raises; an overloaded or
+    rate-limited provider is a retryable status, in OpenAI's shape, with its message."""
+    c = client(gateway)
+    stream = c.chat.completions.create(
+        model=model, messages=MSG, stream=True, extra_body={"mock": {"chunks": 6, "drop_after": 2}}
+    )
+    got = []
+    with pytest.raises(openai.APIError) as e:
+        for ch in stream:
+            got.append(ch)
+    assert got and "closed the connection" in str(e.value)
+    overloaded = 529 if model == "claude-sonnet" else 503
+    with pytest.raises(openai.InternalServerError) as ise:
+        c.chat.completions.create(
+            model=model, messages=MSG, extra_body={"mock": {"status": overloaded}}
+        )
+    assert ise.value.status_code == 503
+    with pytest.raises(openai.RateLimitError):
+        c.chat.completions.create(model=model, messages=MSG, extra_body={"mock": {"status": 429}})
