@@ -85,6 +85,14 @@ class _StreamOptions(msgspec.Struct):
     include_usage: bool | None = None
 
 
+class _Function(msgspec.Struct):
+    name: str = ""
+
+
+class _ToolDef(msgspec.Struct):
+    function: _Function | None = None
+
+
 class _Request(msgspec.Struct, kw_only=True):
     """The few request fields the mock looks at; all others are skipped at decode."""
 
@@ -99,6 +107,19 @@ class _Request(msgspec.Struct, kw_only=True):
     encoding_format: str | None = None
     dimensions: int | None = None
     mock: Controls | None = None
+    tools: list[_ToolDef] | None = None
+
+
+#: The arguments of every tool call the OpenAI-shaped mock makes (``call <name>``).
+TOOL_ARGUMENTS = '{"city": "Paris"}'
+
+
+def _tool_to_call(req: _Request, user_text: str) -> str | None:
+    """The tool the last user text asks for with ``call <name>``, if the request offers it."""
+    for tool in req.tools or ():
+        if tool.function and tool.function.name and f"call {tool.function.name}" in user_text:
+            return tool.function.name
+    return None
 
 
 _decode_request = msgspec.json.Decoder(_Request).decode
@@ -383,7 +404,15 @@ def _chat(state: MockState, req: _Request) -> Plan:
     rid = state.new_id()
     cid = "chatcmpl-" + rid
     created = int(time.time())
+    tool = _tool_to_call(req, user_text)
+    call_id = "call_" + rid
+    if tool is not None:  # a tool call answer: the arguments stream as the "text"
+        text, finish = TOOL_ARGUMENTS, "tool_calls"
     if not req.stream:
+        calls = None
+        if tool is not None:
+            fn = {"name": tool, "arguments": TOOL_ARGUMENTS}
+            calls = [{"id": call_id, "type": "function", "function": fn}]
         body = r.chat_completion(
             id=cid,
             created=created,
@@ -392,6 +421,7 @@ def _chat(state: MockState, req: _Request) -> Plan:
             prompt_tokens=prompt_tokens,
             completion_tokens=r.estimate_tokens(text),
             finish_reason=finish,
+            tool_calls=calls,
         )
         plan = _json(s.controls.status or 200, body, "req_" + rid)
         plan.latency = s.latency
@@ -399,9 +429,11 @@ def _chat(state: MockState, req: _Request) -> Plan:
     inc = bool(req.stream_options and req.stream_options.include_usage)
 
     def piece(p: str) -> bytes:
-        return r.chat_chunk(
-            id=cid, created=created, model=model, delta={"content": p}, include_usage=inc
-        )
+        if tool is not None:
+            delta: dict[str, Any] = {"tool_calls": [{"index": 0, "function": {"arguments": p}}]}
+        else:
+            delta = {"content": p}
+        return r.chat_chunk(id=cid, created=created, model=model, delta=delta, include_usage=inc)
 
     def end(full: str) -> Iterator[bytes]:
         yield r.chat_chunk(
@@ -427,9 +459,15 @@ def _chat(state: MockState, req: _Request) -> Plan:
         id=cid,
         created=created,
         model=model,
-        delta={"role": "assistant", "content": ""},
+        delta={"role": "assistant", "content": None if tool else ""},
         include_usage=inc,
     )
+    if tool is not None:
+        head = {"index": 0, "id": call_id, "type": "function"}
+        head["function"] = {"name": tool, "arguments": ""}
+        first += r.chat_chunk(
+            id=cid, created=created, model=model, delta={"tool_calls": [head]}, include_usage=inc
+        )
     return _stream_plan(state, s, "req_" + rid, _stream_frames(s, text, first, piece, end))
 
 

@@ -123,8 +123,10 @@ def chat_completion(
     prompt_tokens: int,
     completion_tokens: int,
     finish_reason: str = "stop",
+    tool_calls: list[dict[str, Any]] | None = None,
 ) -> bytes:
-    """A non-streamed ``chat.completion`` response body."""
+    """A non-streamed ``chat.completion`` response body (with ``tool_calls``: a tool call
+    answer, ``content`` null)."""
     return _encode(
         {
             "id": id,
@@ -136,9 +138,10 @@ def chat_completion(
                     "index": 0,
                     "message": {
                         "role": "assistant",
-                        "content": content,
+                        "content": None if tool_calls else content,
                         "refusal": None,
                         "annotations": [],
+                        **({"tool_calls": tool_calls} if tool_calls else {}),
                     },
                     "logprobs": None,
                     "finish_reason": finish_reason,

@@ -48,29 +48,30 @@ def test_messages_non_stream_and_stream(gateway: Proc, model: str) -> None:
 
 
 @pytest.mark.parametrize("model", ["gpt-test", "claude-sonnet"])
-def test_messages_tools(gateway: Proc, model: str) -> None:
-    """Tool use, streamed and not; on the OpenAI-kind target the mock answers the call as
-    text, so only the Anthropic-kind target is asked for a tool_use block."""
+@pytest.mark.parametrize("stream", [False, True])
+def test_messages_tools(gateway: Proc, model: str, stream: bool) -> None:
+    """Tool use and the tool result turn, on a translated (OpenAI-kind) target and on a
+    passed-through (Anthropic-kind) one."""
     c = client(gateway)
-    with c.messages.stream(model=model, max_tokens=256, messages=CALL, tools=TOOLS) as stream:
-        final = stream.get_final_message()
-    if model == "claude-sonnet":
-        uses = [b for b in final.content if isinstance(b, ToolUseBlock)]
-        assert uses and uses[0].name == "get_weather" and uses[0].input == {"city": "Paris"}
-        assert final.stop_reason == "tool_use"
-        # the tool result goes back in the next turn
-        follow: list[MessageParam] = [
-            *CALL,
-            {"role": "assistant", "content": final.content},
-            {
-                "role": "user",
-                "content": [{"type": "tool_result", "tool_use_id": uses[0].id, "content": "sunny"}],
-            },
-        ]
-        again = c.messages.create(model=model, max_tokens=256, messages=follow, tools=TOOLS)
-        assert again.content
+    final: anthropic.types.Message
+    if stream:
+        with c.messages.stream(model=model, max_tokens=256, messages=CALL, tools=TOOLS) as s:
+            final = s.get_final_message()
     else:
-        assert final.content
+        final = c.messages.create(model=model, max_tokens=256, messages=CALL, tools=TOOLS)
+    uses = [b for b in final.content if isinstance(b, ToolUseBlock)]
+    assert uses and uses[0].name == "get_weather" and uses[0].input == {"city": "Paris"}
+    assert final.stop_reason == "tool_use"
+    follow: list[MessageParam] = [
+        *CALL,
+        {"role": "assistant", "content": final.content},
+        {
+            "role": "user",
+            "content": [{"type": "tool_result", "tool_use_id": uses[0].id, "content": "sunny"}],
+        },
+    ]
+    again = c.messages.create(model=model, max_tokens=256, messages=follow, tools=TOOLS)
+    assert again.content
 
 
 def test_messages_errors_in_anthropic_shape(gateway: Proc) -> None:

@@ -40,7 +40,7 @@ def client(gw: Proc) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{gw.url}/v1", api_key="unused", max_retries=0)
 
 
-@pytest.mark.parametrize("model", ["gemini-flash", "claude-sonnet"])
+@pytest.mark.parametrize("model", ["gpt-test", "gemini-flash", "claude-sonnet"])
 def test_chat_stream_and_tools(gateway: Proc, model: str) -> None:
     c = client(gateway)
     raw = c.chat.completions.with_raw_response.create(model=model, messages=MSG)
