@@ -285,6 +285,12 @@ def _semantic_checks(cfg: GatewayConfig, fail: typing.Callable[[str, str], None]
                         f"models.{mname}.targets[{i}].override_params.{key}",
                         "decides routing or the wire shape and cannot be overridden",
                     )
+        for key in m.override_params:
+            if key in NOT_OVERRIDABLE:
+                fail(
+                    f"models.{mname}.override_params.{key}",
+                    "decides routing or the wire shape and cannot be overridden",
+                )
 
 
 def validate(

@@ -74,6 +74,8 @@ class TargetConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 class ModelConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     targets: list[TargetConfig]
     timeout: TimeoutConfig | None = None
+    #: Request fields set on every request to this model (a target's own win).
+    override_params: dict[str, object] = {}
 
 
 class GatewayConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -98,7 +98,7 @@ class Router:
                     t.model,
                     timeouts,
                     f"{name}.targets[{i}]",
-                    t.override_params,
+                    {**m.override_params, **t.override_params},
                 )
             )
         return out

@@ -208,3 +208,39 @@ def test_override_params_set_and_remove_fields() -> None:
         "models.m.targets[0].override_params.model: decides routing or the wire shape and "
         "cannot be overridden"
     ]
+
+
+def test_model_level_override_params_under_the_targets() -> None:
+    cfg = validate(
+        {
+            "providers": {"p": {"kind": "openai"}},
+            "models": {
+                "m": {
+                    "override_params": {"temperature": 0.5, "seed": 1},
+                    "targets": [{"provider": "p", "override_params": {"temperature": 0}}],
+                }
+            },
+        },
+        env={},
+    )
+    target = Router(cfg).exact["m"].targets[0]
+    assert {k: bytes(v) if v is not None else None for k, v in target.overrides.items()} == {
+        "temperature": b"0",
+        "seed": b"1",
+    }
+
+
+def test_third_party_kind_from_an_entry_point(monkeypatch: pytest.MonkeyPatch) -> None:
+    from importlib.metadata import EntryPoint
+
+    from fastgw.providers import registry
+
+    ep = EntryPoint("myllm", "fastgw.providers.openai:OpenAIProvider", "fastgw.providers")
+    monkeypatch.setattr(registry, "entry_points", lambda group: [ep] if group == ep.group else [])
+    monkeypatch.setattr(registry, "_KINDS", None)
+    try:
+        assert "myllm" in registry.kinds()
+        cfg = validate({"providers": {"x": {"kind": "myllm"}}}, env={}, kinds=registry.kinds())
+        assert registry.build_provider("x", cfg.providers["x"]).name == "x"
+    finally:
+        registry._KINDS = None
