@@ -10,6 +10,7 @@ exposing ``default_base_url``.
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Callable
 from importlib.metadata import entry_points
 
@@ -63,8 +64,12 @@ def _load() -> dict[str, Factory]:
     kinds: dict[str, Factory] = {k: _preset(k, url) for k, url in PRESETS.items()}
     kinds.update({k: _native(ref) for k, ref in NATIVE.items()})
     for ep in entry_points(group="fastgw.providers"):
-        if ep.name not in kinds:  # built-in kinds cannot be replaced
+        if ep.name in kinds:  # built-in kinds cannot be replaced
+            continue
+        try:
             kinds[ep.name] = ep.load()
+        except Exception as e:  # a broken plugin must not take the gateway down
+            sys.stderr.write(f"fastgw: provider kind {ep.name!r} ({ep.value}) not loaded: {e}\n")
     return kinds
 
 
