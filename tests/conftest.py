@@ -46,6 +46,11 @@ def http1_impl(request: pytest.FixtureRequest) -> ModuleType:
     return _load_twin(request.param)
 
 
+@pytest.fixture(scope="session", params=_twin_params("_eventstream"))
+def eventstream_impl(request: pytest.FixtureRequest) -> ModuleType:
+    return _load_twin(request.param)
+
+
 # === end fastgw._core twins ===================================================================
 
 
