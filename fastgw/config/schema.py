@@ -54,6 +54,18 @@ class ProviderConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     #: Azure OpenAI: the ``api-version`` query parameter (deployment URLs); omitted with the
     #: v1 API (``base_url`` ending in ``/openai/v1``).
     api_version: str | None = None
+    #: Bedrock: the AWS region (e.g. ``us-east-1``); omitted: ``AWS_REGION`` or
+    #: ``AWS_DEFAULT_REGION`` from the environment.
+    aws_region: str | None = None
+    #: Bedrock: the AWS access key id requests are signed with (SigV4); omitted:
+    #: ``AWS_ACCESS_KEY_ID`` from the environment.
+    aws_access_key_id: str | None = None
+    #: Bedrock: the AWS secret access key; omitted: ``AWS_SECRET_ACCESS_KEY`` from the
+    #: environment.
+    aws_secret_access_key: str | None = None
+    #: Bedrock: the session token of temporary credentials; omitted: ``AWS_SESSION_TOKEN``
+    #: from the environment (when the keys come from there too).
+    aws_session_token: str | None = None
     #: Extra headers sent upstream with every request (e.g. OpenAI-Organization).
     headers: dict[str, str] = {}
     #: Default timeouts for models served by this provider.

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 import msgspec
 
 from fastgw.mock import anthropic as _anthropic
+from fastgw.mock import bedrock as _bedrock
 from fastgw.mock import gemini as _gemini
 from fastgw.mock import responses as r
 
@@ -248,6 +249,8 @@ def plan_request(
     state.log.append(_LogEntry(method, path, query, headers, body))
     if path.startswith(_gemini.PREFIX):  # Google AI Gemini API (fastgw/mock/gemini.py)
         return _gemini.plan(state, method, path, query, body)
+    if path.startswith(_bedrock.PREFIX):  # Amazon Bedrock Converse (fastgw/mock/bedrock.py)
+        return _bedrock.plan(state, method, path, headers, body)
     if path == "/v1/messages" and method == "POST":  # Anthropic (fastgw/mock/anthropic.py)
         return _anthropic.plan_messages(state, headers, body)
     if path == "/v1/messages/count_tokens" and method == "POST":

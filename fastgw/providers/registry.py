@@ -51,6 +51,7 @@ NATIVE: dict[str, str] = {
     "azure": "fastgw.providers.openai:AzureProvider",
     "anthropic": "fastgw.providers.anthropic:AnthropicProvider",
     "gemini": "fastgw.providers.gemini:GeminiProvider",
+    "bedrock": "fastgw.providers.bedrock:BedrockProvider",
 }
 
 
