@@ -152,6 +152,13 @@ def gateway_config(mock: Proc) -> dict[str, Any]:
             "dead": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "api_key": SECRET},
             "gem": {"kind": "gemini", "base_url": f"{mock.url}/v1beta", "api_key": SECRET},
             "claude": {"kind": "anthropic", "base_url": f"{mock.url}/v1", "api_key": SECRET},
+            "aws": {
+                "kind": "bedrock",
+                "base_url": mock.url,
+                "aws_region": "us-east-1",
+                "aws_access_key_id": "AKIDEXAMPLE",
+                "aws_secret_access_key": SECRET,
+            },
         },
         "models": {
             "gpt-test": {"targets": [{"provider": "mock", "model": "upstream-model"}]},
@@ -171,5 +178,10 @@ def gateway_config(mock: Proc) -> dict[str, Any]:
             "dead": {"targets": [{"provider": "dead", "model": "m"}]},
             "gemini-flash": {"targets": [{"provider": "gem", "model": "gemini-2.5-flash"}]},
             "claude-sonnet": {"targets": [{"provider": "claude", "model": "claude-sonnet-4-5"}]},
+            "bedrock-claude": {
+                "targets": [
+                    {"provider": "aws", "model": "anthropic.claude-3-5-sonnet-20241022-v2:0"}
+                ]
+            },
         },
     }

@@ -30,7 +30,7 @@ def client(gw: Proc) -> anthropic.Anthropic:
     return anthropic.Anthropic(base_url=gw.url, api_key="unused", max_retries=0)
 
 
-@pytest.mark.parametrize("model", ["gpt-test", "claude-sonnet"])
+@pytest.mark.parametrize("model", ["gpt-test", "claude-sonnet", "gemini-flash", "bedrock-claude"])
 def test_messages_non_stream_and_stream(gateway: Proc, model: str) -> None:
     c = client(gateway)
     msg = c.messages.create(model=model, max_tokens=256, system="Be brief.", messages=MSGS)

@@ -40,7 +40,7 @@ def client(gw: Proc) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{gw.url}/v1", api_key="unused", max_retries=0)
 
 
-@pytest.mark.parametrize("model", ["gpt-test", "gemini-flash", "claude-sonnet"])
+@pytest.mark.parametrize("model", ["gpt-test", "gemini-flash", "claude-sonnet", "bedrock-claude"])
 def test_chat_stream_and_tools(gateway: Proc, model: str) -> None:
     c = client(gateway)
     raw = c.chat.completions.with_raw_response.create(model=model, messages=MSG)
@@ -95,7 +95,7 @@ def test_responses_api_refused_for_non_openai_target(gateway: Proc) -> None:
     assert e.value.code == "unsupported_endpoint"
 
 
-@pytest.mark.parametrize("model", ["gemini-flash", "claude-sonnet"])
+@pytest.mark.parametrize("model", ["gemini-flash", "claude-sonnet", "bedrock-claude"])
 def test_upstream_failures_map_cleanly(gateway: Proc, model: str) -> None:
     """A drop mid-stream ends the stream with an error the SDK raises; an overloaded or
     rate-limited provider is a retryable status, in OpenAI's shape, with its message."""
