@@ -86,6 +86,32 @@ from ..api.errors import GatewayError
 from ..api.openai import Endpoint, ParsedRequest
 from ..config.schema import ProviderConfig
 from .base import StreamTranslator, UpstreamRequest, Usage
+from .common import (
+    DONE,
+    ContentPart,
+    FunctionDef,
+    Message,
+    OChoice,
+    OFunction,
+    OMessage,
+    OToolCall,
+    ResponseFormat,
+    SecretScrubber,
+    Tool,
+    ToolCall,
+    ToolChoice,
+    chunk_end,
+    chunk_head,
+    completion,
+    credentials_rejected,
+    error_text,
+    invalid_stream_event,
+    not_a_response,
+    request_headers,
+    usage_chunk,
+    usage_out,
+)
+from .common import encode as _encode
 
 __all__ = ["ANTHROPIC_VERSION", "DEFAULT_MAX_TOKENS", "AnthropicProvider", "AnthropicStream"]
 
@@ -97,63 +123,13 @@ _KIND = "anthropic"
 # -- the OpenAI request, as far as the translation reads it -----------------------------------
 
 
-class _ImageURL(msgspec.Struct):
-    url: str
-    detail: str | None = None
-
-
-class _Part(msgspec.Struct):
-    type: str
-    text: str | None = None
-    image_url: _ImageURL | None = None
-    refusal: str | None = None
-
-
-class _CallFunction(msgspec.Struct):
-    name: str
-    arguments: str = ""
-
-
-class _ToolCall(msgspec.Struct):
-    id: str
-    function: _CallFunction
-    type: str = "function"
-
-
-class _Message(msgspec.Struct, kw_only=True):
-    role: str
-    content: str | list[_Part] | None = None
-    tool_calls: list[_ToolCall] | None = None
-    tool_call_id: str | None = None
+class _Message(Message[ContentPart], kw_only=True):
     name: str | None = None
     refusal: str | None = None
-    audio: Any = None
-    function_call: Any = None
 
 
-class _FunctionDef(msgspec.Struct, kw_only=True):
-    name: str
-    description: str | None = None
+class _FunctionDef(FunctionDef, kw_only=True):
     parameters: msgspec.Raw = msgspec.Raw()
-    strict: bool | None = None
-
-
-class _Tool(msgspec.Struct, kw_only=True):
-    type: str
-    function: _FunctionDef | None = None
-
-
-class _NamedFunction(msgspec.Struct):
-    name: str
-
-
-class _ToolChoice(msgspec.Struct, kw_only=True):
-    type: str
-    function: _NamedFunction | None = None
-
-
-class _ResponseFormat(msgspec.Struct):
-    type: str
 
 
 class _ChatRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -168,8 +144,8 @@ class _ChatRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     top_p: float | None = None
     user: str | None = None
     safety_identifier: str | None = None
-    tools: list[_Tool] | None = None
-    tool_choice: str | _ToolChoice | None = None
+    tools: list[Tool[_FunctionDef]] | None = None
+    tool_choice: str | ToolChoice | None = None
     parallel_tool_calls: bool | None = None
     # dropped (OpenAI-side only)
     store: Any = None
@@ -185,7 +161,7 @@ class _ChatRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
     logit_bias: dict[str, Any] | None = None
-    response_format: _ResponseFormat | None = None
+    response_format: ResponseFormat | None = None
     modalities: list[str] | None = None
     # rejected when set
     audio: Any = None
@@ -201,8 +177,6 @@ class _ChatRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 _request_decoder = msgspec.json.Decoder(_ChatRequest)
 _args_decoder = msgspec.json.Decoder(dict[str, Any])
-_encoder = msgspec.json.Encoder()
-_encode = _encoder.encode
 
 _UNKNOWN_RE = re.compile(r"^Object contains unknown field `([^`]+)`$")
 _AT_RE = re.compile(r"^(.*?)(?: - at `\$(.*)`)?$", re.DOTALL)
@@ -277,7 +251,7 @@ def _check_parameters(req: _ChatRequest) -> None:
         )
 
 
-def _text_of(content: str | list[_Part] | None, param: str) -> list[str]:
+def _text_of(content: str | list[ContentPart] | None, param: str) -> list[str]:
     """Text pieces of a message that may only hold text (system, developer, tool)."""
     if content is None:
         return []
@@ -318,7 +292,7 @@ def _image_block(url: str, param: str) -> dict[str, Any]:
 
 
 def _content_blocks(
-    content: str | list[_Part] | None, param: str, assistant: bool
+    content: str | list[ContentPart] | None, param: str, assistant: bool
 ) -> list[dict[str, Any]]:
     if content is None:
         return []
@@ -344,7 +318,7 @@ def _content_blocks(
     return blocks
 
 
-def _tool_use_block(call: _ToolCall, param: str) -> dict[str, Any]:
+def _tool_use_block(call: ToolCall, param: str) -> dict[str, Any]:
     args = call.function.arguments
     if not args.strip():
         parsed: dict[str, Any] = {}
@@ -421,7 +395,7 @@ def _translate_messages(
     return system, out
 
 
-def _translate_tools(tools: list[_Tool]) -> list[dict[str, Any]]:
+def _translate_tools(tools: list[Tool[_FunctionDef]]) -> list[dict[str, Any]]:
     out = []
     for i, tool in enumerate(tools):
         fn = tool.function
@@ -442,7 +416,7 @@ def _translate_tools(tools: list[_Tool]) -> list[dict[str, Any]]:
     return out
 
 
-def _translate_tool_choice(choice: str | _ToolChoice) -> dict[str, Any]:
+def _translate_tool_choice(choice: str | ToolChoice) -> dict[str, Any]:
     if isinstance(choice, str):
         mapped = {"auto": "auto", "required": "any", "none": "none"}.get(choice)
         if mapped is None:
@@ -527,51 +501,6 @@ class _AMessage(msgspec.Struct):
     usage: _AUsage | None = None
 
 
-class _OFunction(msgspec.Struct):
-    name: str
-    arguments: str
-
-
-class _OToolCall(msgspec.Struct):
-    id: str
-    type: str
-    function: _OFunction
-
-
-class _OMessage(msgspec.Struct):
-    role: str
-    content: str | None
-    refusal: None = None
-    tool_calls: list[_OToolCall] | msgspec.UnsetType = msgspec.UNSET
-
-
-class _OChoice(msgspec.Struct):
-    index: int
-    message: _OMessage
-    logprobs: None
-    finish_reason: str
-
-
-class _OPromptDetails(msgspec.Struct):
-    cached_tokens: int
-
-
-class _OUsage(msgspec.Struct):
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
-    prompt_tokens_details: _OPromptDetails
-
-
-class _OCompletion(msgspec.Struct):
-    id: str
-    object: str
-    created: int
-    model: str
-    choices: list[_OChoice]
-    usage: _OUsage | None
-
-
 _message_decoder = msgspec.json.Decoder(_AMessage)
 
 _FINISH = {
@@ -601,10 +530,6 @@ def _usage_of(u: _AUsage) -> Usage:
         u.cache_creation_input_tokens or 0,
         u.cache_read_input_tokens or 0,
     )
-
-
-def _ousage(u: Usage) -> _OUsage:
-    return _OUsage(u[0], u[1], u[2], _OPromptDetails(u[3]))
 
 
 # -- streams ----------------------------------------------------------------------------------
@@ -648,18 +573,6 @@ class _SEvent(msgspec.Struct):
 _event_decoder = msgspec.json.Decoder(_SEvent)
 
 
-class _UsageChunk(msgspec.Struct):
-    id: str
-    object: str
-    created: int
-    model: str
-    choices: list[None]
-    usage: _OUsage
-
-
-_DONE = b"data: [DONE]\n\n"
-
-
 class AnthropicStream:
     """One streamed Anthropic response → OpenAI ``chat.completion.chunk`` events."""
 
@@ -697,26 +610,14 @@ class AnthropicStream:
         """Precompute the constant bytes around each chunk's delta."""
         self._id = cid
         self._model = model
-        self._head = b"".join(
-            [
-                b'data: {"id":',
-                _encode(cid),
-                b',"object":"chat.completion.chunk","created":',
-                b"%d" % self._created,
-                b',"model":',
-                _encode(model),
-                b',"choices":[{"index":0,"delta":',
-            ]
-        )
-        usage = b',"usage":null}\n\n' if self._client_usage else b"}\n\n"
-        self._tail = b',"logprobs":null,"finish_reason":null}]' + usage
+        self._head = chunk_head(cid, self._created, model) + b'{"index":0,"delta":'
+        self._tail = b',"logprobs":null,"finish_reason":null}]' + chunk_end(self._client_usage)
         self._text_head = self._head + b'{"content":'
         self._text_tail = b"}" + self._tail
 
     def _chunk(self, delta: bytes, finish: str | None = None) -> bytes:
         if finish is None:
             return self._head + delta + self._tail
-        usage = b',"usage":null}\n\n' if self._client_usage else b"}\n\n"
         return b"".join(
             [
                 self._head,
@@ -724,7 +625,7 @@ class AnthropicStream:
                 b',"logprobs":null,"finish_reason":',
                 _encode(finish),
                 b"}]",
-                usage,
+                chunk_end(self._client_usage),
             ]
         )
 
@@ -739,12 +640,7 @@ class AnthropicStream:
         try:
             ev = _event_decoder.decode(data)
         except (msgspec.ValidationError, msgspec.DecodeError):
-            return GatewayError(
-                502,
-                f"Provider '{self._provider.name}' sent an invalid stream event.",
-                "upstream_error",
-                "upstream_protocol_error",
-            ).sse_event()
+            return invalid_stream_event(self._provider.name)
         kind = ev.type
         if kind == "content_block_delta":
             d = ev.delta
@@ -817,16 +713,9 @@ class AnthropicStream:
 
     def finish(self) -> bytes:
         if self._client_usage and self.usage is not None:
-            chunk = _UsageChunk(
-                self._id,
-                "chat.completion.chunk",
-                self._created,
-                self._model,
-                [],
-                _ousage(self.usage),
-            )
-            return b"data: " + _encode(chunk) + b"\n\n" + _DONE
-        return _DONE
+            head = chunk_head(self._id, self._created, self._model)
+            return usage_chunk(head, usage_out(self.usage)) + DONE
+        return DONE
 
 
 # -- errors -----------------------------------------------------------------------------------
@@ -859,7 +748,7 @@ _TYPE_STATUS = {
 }
 
 
-class AnthropicProvider:
+class AnthropicProvider(SecretScrubber):
     """Anthropic's Messages API (``POST /messages``) behind the OpenAI chat format."""
 
     kind = _KIND
@@ -888,55 +777,33 @@ class AnthropicProvider:
                 "unsupported_endpoint",
             )
         body = _encode(build_body(req.raw, upstream_model))
-        if req.stream:
-            headers = {"x-request-id": request_id, "accept": "text/event-stream"}
-        else:
-            headers = {"x-request-id": request_id}
-        return UpstreamRequest("/messages", headers, body, False)
+        return UpstreamRequest("/messages", request_headers(request_id, req.stream), body, False)
 
     def transform_response(self, req: ParsedRequest, body: bytes) -> bytes:
         try:
             msg = _message_decoder.decode(body)
         except (msgspec.ValidationError, msgspec.DecodeError):
-            raise GatewayError(
-                502,
-                f"Provider '{self.name}' sent a response that is not an Anthropic message.",
-                "upstream_error",
-                "upstream_protocol_error",
-            ) from None
+            raise not_a_response(self.name, "an Anthropic message") from None
         texts: list[str] = []
-        calls: list[_OToolCall] = []
+        calls: list[OToolCall] = []
         for block in msg.content:
             if block.type == "text" and block.text is not None:
                 texts.append(block.text)
             elif block.type == "tool_use":
                 args = bytes(block.input).decode() if block.input else "{}"
                 calls.append(
-                    _OToolCall(block.id or "", "function", _OFunction(block.name or "", args))
+                    OToolCall(block.id or "", "function", OFunction(block.name or "", args))
                 )
         content = "".join(texts) if texts or not calls else None
-        message = _OMessage("assistant", content)
+        message = OMessage("assistant", content)
         if calls:
             message.tool_calls = calls
-        usage = _ousage(_usage_of(msg.usage)) if msg.usage is not None else None
-        out = _OCompletion(
-            "chatcmpl-" + msg.id,
-            "chat.completion",
-            int(time.time()),
-            msg.model,
-            [_OChoice(0, message, None, _finish_reason(msg.stop_reason))],
-            usage,
-        )
-        return _encode(out)
+        usage = usage_out(_usage_of(msg.usage)) if msg.usage is not None else None
+        choice = OChoice(0, message, None, _finish_reason(msg.stop_reason))
+        return completion("chatcmpl-" + msg.id, msg.model, [choice], usage)
 
     def new_stream(self, req: ParsedRequest, upstream_model: str) -> StreamTranslator:
         return AnthropicStream(self, upstream_model, req.client_usage)
-
-    def scrub(self, text: str) -> str:
-        """Remove the provider's secret from text that came from the upstream."""
-        if self._secret and self._secret in text:
-            text = text.replace(self._secret, "***")
-        return text
 
     def error_for(self, status: int | None, etype: str | None, message: str) -> GatewayError:
         """The client's error for an Anthropic error (``status`` None: inside a stream)."""
@@ -965,12 +832,7 @@ class AnthropicProvider:
         if etype == "rate_limit_error":
             return GatewayError(429, message, "rate_limit_error", "rate_limit_exceeded")
         if etype in ("authentication_error", "permission_error", "billing_error"):
-            return GatewayError(
-                502,
-                f"Provider '{name}' rejected the gateway's credentials ({etype}): {message}",
-                "upstream_error",
-                "upstream_auth_failed",
-            )
+            return credentials_rejected(name, etype, message)
         if etype == "overloaded_error":
             return GatewayError(
                 503,
@@ -1009,5 +871,5 @@ class AnthropicProvider:
             elif parsed.message:
                 message = parsed.message
         if not message:
-            message = body[:200].decode("utf-8", "replace").strip() or f"HTTP {status}"
+            message = error_text(body, status)
         return self.error_for(status, etype, message)

@@ -62,6 +62,32 @@ from ..api.errors import GatewayError
 from ..api.openai import Endpoint, ParsedRequest
 from ..config.schema import ProviderConfig
 from .base import StreamTranslator, UpstreamRequest, Usage
+from .common import (
+    DONE,
+    FunctionDef,
+    ImageURL,
+    Message,
+    OChoice,
+    OFunction,
+    OMessage,
+    OToolCall,
+    OUsage,
+    ResponseFormat,
+    SecretScrubber,
+    Tool,
+    ToolChoice,
+    chunk_end,
+    chunk_head,
+    completion,
+    credentials_rejected,
+    error_text,
+    invalid_stream_event,
+    not_a_response,
+    request_headers,
+    usage_chunk,
+    usage_out,
+)
+from .common import encode as _encode
 
 __all__ = ["DROPPED", "MAPPED", "GeminiProvider", "GeminiStream"]
 
@@ -113,11 +139,6 @@ def _invalid(message: str, param: str | None = None) -> GatewayError:
 # -- the OpenAI request, as far as it is translated ----------------------------------------------
 
 
-class _ImageURL(msgspec.Struct):
-    url: str
-    detail: str | None = None
-
-
 class _InputAudio(msgspec.Struct):
     data: str
     format: str
@@ -130,53 +151,22 @@ class _File(msgspec.Struct):
 
 
 class _InPart(msgspec.Struct):
+    """A content part; beyond :class:`~.common.ContentPart`: audio, files, and an
+    ``image_url`` given as a bare string."""
+
     type: str
     text: str | None = None
-    image_url: _ImageURL | str | None = None
+    image_url: ImageURL | str | None = None
     input_audio: _InputAudio | None = None
     file: _File | None = None
     refusal: str | None = None
 
 
-class _FnCall(msgspec.Struct):
-    name: str
-    arguments: str = ""
+_InMessage = Message[_InPart]
 
 
-class _ToolCall(msgspec.Struct):
-    id: str
-    function: _FnCall
-    type: str = "function"
-
-
-class _InMessage(msgspec.Struct):
-    role: str
-    content: str | list[_InPart] | None = None
-    tool_calls: list[_ToolCall] | None = None
-    tool_call_id: str | None = None
-    function_call: Any = None
-    audio: Any = None
-
-
-class _FunctionDef(msgspec.Struct):
-    name: str
-    description: str | None = None
+class _FunctionDef(FunctionDef):
     parameters: dict[str, Any] | None = None
-    strict: bool | None = None
-
-
-class _Tool(msgspec.Struct):
-    type: str
-    function: _FunctionDef | None = None
-
-
-class _NamedFn(msgspec.Struct):
-    name: str
-
-
-class _NamedChoice(msgspec.Struct):
-    type: str
-    function: _NamedFn | None = None
 
 
 class _JsonSchema(msgspec.Struct):
@@ -186,8 +176,7 @@ class _JsonSchema(msgspec.Struct):
     description: str | None = None
 
 
-class _ResponseFormat(msgspec.Struct):
-    type: str
+class _ResponseFormat(ResponseFormat):
     json_schema: _JsonSchema | None = None
 
 
@@ -209,8 +198,8 @@ class _ChatRequest(msgspec.Struct, forbid_unknown_fields=True):
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
     response_format: _ResponseFormat | None = None
-    tools: list[_Tool] | None = None
-    tool_choice: str | _NamedChoice | None = None
+    tools: list[Tool[_FunctionDef]] | None = None
+    tool_choice: str | ToolChoice | None = None
     mock: Any = None
     # dropped: OpenAI-side only
     user: Any = None
@@ -246,7 +235,6 @@ class _EmbeddingsRequest(msgspec.Struct, forbid_unknown_fields=True):
 _chat_decoder = msgspec.json.Decoder(_ChatRequest)
 _embeddings_decoder = msgspec.json.Decoder(_EmbeddingsRequest)
 _any_decoder = msgspec.json.Decoder()
-_encode = msgspec.json.Encoder().encode
 
 
 def _decode_error(exc: msgspec.ValidationError) -> GatewayError:
@@ -677,15 +665,8 @@ def _usage(u: _GUsage) -> Usage:
     return (prompt, completion, u.totalTokenCount or prompt + completion, u.cachedContentTokenCount)
 
 
-def usage_json(u: _GUsage) -> dict[str, Any]:
-    prompt, completion, total, cached = _usage(u)
-    return {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": total,
-        "prompt_tokens_details": {"cached_tokens": cached},
-        "completion_tokens_details": {"reasoning_tokens": u.thoughtsTokenCount},
-    }
+def openai_usage(u: _GUsage) -> OUsage:
+    return usage_out(_usage(u), u.thoughtsTokenCount)
 
 
 def _blocked(reason: str) -> GatewayError:
@@ -743,13 +724,9 @@ class GeminiStream:
     def __init__(self, provider: GeminiProvider, req: ParsedRequest, upstream_model: str) -> None:
         self._provider = provider
         self._id = os.urandom(12).hex()
-        created = int(time.time())
-        self._head = (
-            b'data: {"id":"chatcmpl-%s","object":"chat.completion.chunk","created":%d,"model":%s,'
-            b'"choices":[' % (self._id.encode(), created, _encode(upstream_model))
-        )
+        self._head = chunk_head("chatcmpl-" + self._id, int(time.time()), upstream_model)
         self._client_usage = req.client_usage
-        self._tail = b'],"usage":null}\n\n' if req.client_usage else b"]}\n\n"
+        self._tail = b"]" + chunk_end(req.client_usage)
         #: candidate index → [role sent, tool calls so far]
         self._cands: dict[int, list[int]] = {}
         self._usage_meta: _GUsage | None = None
@@ -765,12 +742,7 @@ class GeminiStream:
         try:
             r = _response_decoder.decode(data)
         except (msgspec.DecodeError, msgspec.ValidationError):
-            return GatewayError(
-                502,
-                f"Provider '{self._provider.name}' sent an invalid stream event.",
-                "upstream_error",
-                "upstream_protocol_error",
-            ).sse_event()
+            return invalid_stream_event(self._provider.name)
         if r.error is not None:
             status = r.error.get("code") if isinstance(r.error, dict) else None
             return self._provider.map_error(
@@ -830,10 +802,8 @@ class GeminiStream:
     def finish(self) -> bytes:
         u = self._usage_meta
         if u is None or not self._client_usage:
-            return b"data: [DONE]\n\n"
-        head = self._head[: -len(b'"choices":[')]
-        usage = b'"choices":[],"usage":' + _encode(usage_json(u)) + b"}\n\n"
-        return head + usage + b"data: [DONE]\n\n"
+            return DONE
+        return usage_chunk(self._head, openai_usage(u)) + DONE
 
 
 # -- errors ---------------------------------------------------------------------------------------
@@ -886,7 +856,7 @@ def _retry_delay(details: list[Any] | None) -> bytes | None:
 # -- the provider ---------------------------------------------------------------------------------
 
 
-class GeminiProvider:
+class GeminiProvider(SecretScrubber):
     """Google AI Gemini API (``x-goog-api-key`` auth)."""
 
     kind = "gemini"
@@ -933,13 +903,8 @@ class GeminiProvider:
         if r.mock is not None:
             body["mock"] = r.mock
         path = _model_path(upstream_model)
-        if req.stream:
-            path += ":streamGenerateContent?alt=sse"
-            headers = {"x-request-id": request_id, "accept": "text/event-stream"}
-        else:
-            path += ":generateContent"
-            headers = {"x-request-id": request_id}
-        return UpstreamRequest(path, headers, _encode(body), False)
+        path += ":streamGenerateContent?alt=sse" if req.stream else ":generateContent"
+        return UpstreamRequest(path, request_headers(request_id, req.stream), _encode(body), False)
 
     def _embeddings_request(
         self, req: ParsedRequest, upstream_model: str, request_id: str
@@ -980,10 +945,10 @@ class GeminiProvider:
         if not r.candidates and r.promptFeedback is not None and r.promptFeedback.blockReason:
             raise _blocked(r.promptFeedback.blockReason)
         rid = r.responseId or _body_id(body)
-        choices: list[dict[str, Any]] = []
+        choices: list[OChoice] = []
         for cand in r.candidates or ():
             texts: list[str] = []
-            calls: list[dict[str, Any]] = []
+            calls: list[OToolCall] = []
             for part in cand.content.parts if cand.content is not None else ():
                 if part.thought:
                     continue
@@ -991,41 +956,18 @@ class GeminiProvider:
                     texts.append(part.text)
                 if part.functionCall is not None:
                     fc = part.functionCall
-                    calls.append(
-                        {
-                            "id": f"call_{rid}_{cand.index}_{len(calls)}",
-                            "type": "function",
-                            "function": {
-                                "name": fc.name,
-                                "arguments": _encode(fc.args or {}).decode(),
-                            },
-                        }
-                    )
-            message: dict[str, Any] = {
-                "role": "assistant",
-                "content": "".join(texts) if texts else None,
-                "refusal": None,
-            }
+                    args = _encode(fc.args or {}).decode()
+                    call_id = f"call_{rid}_{cand.index}_{len(calls)}"
+                    calls.append(OToolCall(call_id, "function", OFunction(fc.name, args)))
+            message = OMessage("assistant", "".join(texts) if texts else None)
             if calls:
-                message["tool_calls"] = calls
-            choices.append(
-                {
-                    "index": cand.index,
-                    "message": message,
-                    "logprobs": None,
-                    "finish_reason": finish_reason(cand.finishReason or "STOP", bool(calls)),
-                }
-            )
-        out: dict[str, Any] = {
-            "id": "chatcmpl-" + rid,
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": r.modelVersion or req.model,
-            "choices": choices,
-        }
-        if r.usageMetadata is not None:
-            out["usage"] = usage_json(r.usageMetadata)
-        return _encode(out)
+                message.tool_calls = calls
+            reason = finish_reason(cand.finishReason or "STOP", bool(calls))
+            choices.append(OChoice(cand.index, message, None, reason))
+        model = r.modelVersion or req.model
+        if r.usageMetadata is None:
+            return completion("chatcmpl-" + rid, model, choices)
+        return completion("chatcmpl-" + rid, model, choices, openai_usage(r.usageMetadata))
 
     def _embeddings_response(self, req: ParsedRequest, body: bytes) -> bytes:
         try:
@@ -1053,22 +995,12 @@ class GeminiProvider:
         )
 
     def _bad_body(self) -> GatewayError:
-        return GatewayError(
-            502,
-            f"Provider '{self.name}' sent a response that is not a Gemini response.",
-            "upstream_error",
-            "upstream_protocol_error",
-        )
+        return not_a_response(self.name, "a Gemini response")
 
     def new_stream(self, req: ParsedRequest, upstream_model: str) -> StreamTranslator:
         return GeminiStream(self, req, upstream_model)
 
     # errors
-
-    def scrub(self, text: str) -> str:
-        if self._secret and self._secret in text:
-            text = text.replace(self._secret, "***")
-        return text
 
     def map_error(self, status: int, body: bytes) -> GatewayError:
         detail: _GErrorDetail | None = None
@@ -1082,7 +1014,7 @@ class GeminiProvider:
             detail = parsed.error
         message = detail.message if detail is not None and detail.message else None
         if message is None:
-            message = body[:200].decode("utf-8", "replace").strip() or f"HTTP {status}"
+            message = error_text(body, status)
         message = self.scrub(message)
         gstatus = (detail.status if detail is not None else None) or _BY_HTTP.get(status)
         if gstatus is None:
@@ -1093,13 +1025,7 @@ class GeminiProvider:
             if isinstance(d, dict)
         }
         if gstatus in ("UNAUTHENTICATED", "PERMISSION_DENIED") or reasons & _AUTH_REASONS:
-            return GatewayError(
-                502,
-                f"Provider '{self.name}' rejected the gateway's credentials "
-                f"(HTTP {status}): {message}",
-                "upstream_error",
-                "upstream_auth_failed",
-            )
+            return credentials_rejected(self.name, f"HTTP {status}", message)
         code = gstatus.lower()
         mapped = _BY_STATUS.get(gstatus, 500)
         if mapped == 400:

@@ -11,6 +11,7 @@ from ..api.openai import ParsedRequest
 from ..config import ConfigError
 from ..config.schema import ProviderConfig
 from .base import StreamTranslator, UpstreamRequest
+from .common import SecretScrubber, credentials_rejected, error_text, request_headers
 
 
 class _UpstreamErrorDetail(msgspec.Struct):
@@ -31,7 +32,7 @@ _error_decoder = msgspec.json.Decoder(_UpstreamError)
 _CLIENT_STATUSES = frozenset({400, 404, 409, 413, 415, 422, 429})
 
 
-class OpenAIProvider:
+class OpenAIProvider(SecretScrubber):
     """Relays OpenAI-shaped requests; the only rewrite is the model name (and usage in streams)."""
 
     openai_shaped = True
@@ -58,13 +59,9 @@ class OpenAIProvider:
         self, req: ParsedRequest, upstream_model: str, request_id: str
     ) -> UpstreamRequest:
         inject = req.stream and not req.client_usage and req.endpoint.stream_usage_option
-        if req.stream:
-            headers = {"x-request-id": request_id, "accept": "text/event-stream"}
-        else:
-            headers = {"x-request-id": request_id}
         return UpstreamRequest(
             req.endpoint.path,
-            headers,
+            request_headers(request_id, req.stream),
             req.upstream_body(upstream_model, inject),
             inject,
         )
@@ -74,12 +71,6 @@ class OpenAIProvider:
 
     def new_stream(self, req: ParsedRequest, upstream_model: str) -> StreamTranslator:
         raise NotImplementedError("OpenAI-shaped streams are relayed by the stream filter")
-
-    def scrub(self, text: str) -> str:
-        """Remove the provider's secret from text that came from the upstream."""
-        if self._secret and self._secret in text:
-            text = text.replace(self._secret, "***")
-        return text
 
     def map_error(self, status: int, body: bytes) -> GatewayError:
         message: str | None = None
@@ -101,19 +92,12 @@ class OpenAIProvider:
             elif parsed.message:
                 message = parsed.message
         if message is None:
-            snippet = body[:200].decode("utf-8", "replace").strip()
-            message = snippet or f"HTTP {status}"
+            message = error_text(body, status)
         message = self.scrub(message)
         if status in _CLIENT_STATUSES:
             return GatewayError(status, message, etype or "invalid_request_error", code, param)
         if status in (401, 403):
-            return GatewayError(
-                502,
-                f"Provider '{self.name}' rejected the gateway's credentials "
-                f"(HTTP {status}): {message}",
-                "upstream_error",
-                "upstream_auth_failed",
-            )
+            return credentials_rejected(self.name, f"HTTP {status}", message)
         out_status = 503 if status == 503 else 502
         return GatewayError(
             out_status,
