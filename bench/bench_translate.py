@@ -4,8 +4,9 @@
 
 Each case feeds a realistic recorded-shape stream, already framed (the compiled SSE parser's
 events), through one translator: Anthropic → OpenAI chunks (an Anthropic-kind target behind
-the OpenAI API), Gemini → OpenAI chunks, and OpenAI chunks → Anthropic events (the
-``/v1/messages`` ingress in front of an OpenAI-shaped target). Best of several runs; no
+the OpenAI API), Bedrock's binary event stream → OpenAI chunks (framing included, 4 KiB
+reads), Gemini → OpenAI chunks, and OpenAI chunks → Anthropic events (the ``/v1/messages``
+ingress in front of an OpenAI-shaped target). Best of several runs; no
 assertions on time.
 """
 
@@ -15,10 +16,12 @@ import json
 import time
 from collections.abc import Callable
 
+from fastgw._core.eventstream import encode_message
 from fastgw._core.sse import SSEEvent, SSEParser
 from fastgw.api.anthropic import OpenAIToAnthropicStream
 from fastgw.api.openai import Endpoint, parse_request
 from fastgw.config import validate
+from fastgw.providers.base import ByteStreamProvider
 from fastgw.providers.registry import build_provider, kinds
 
 N = 2000  # content events per stream
@@ -109,6 +112,32 @@ def openai_stream() -> list[SSEEvent]:
     return frame(line * N + b"data: [DONE]\n\n")
 
 
+def bedrock_stream() -> list[bytes]:
+    """ConverseStream's binary framing, cut into 4 KiB reads as a socket would deliver it."""
+
+    def msg(event: str, obj: object) -> bytes:
+        headers: dict[str, bool | int | bytes | str] = {
+            ":event-type": event,
+            ":content-type": "application/json",
+            ":message-type": "event",
+        }
+        return encode_message(headers, json.dumps(obj, separators=(",", ":")).encode())
+
+    data = msg("messageStart", {"role": "assistant"})
+    delta = msg("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": "Hello, world! "}})
+    data += delta * N
+    data += msg("contentBlockStop", {"contentBlockIndex": 0})
+    data += msg("messageStop", {"stopReason": "end_turn"})
+    data += msg(
+        "metadata",
+        {
+            "usage": {"inputTokens": 25, "outputTokens": N, "totalTokens": N + 25},
+            "metrics": {"latencyMs": 100},
+        },
+    )
+    return [data[i : i + 4096] for i in range(0, len(data), 4096)]
+
+
 def best(fn: Callable[[], object], repeat: int = 7) -> float:
     times = []
     for _ in range(repeat):
@@ -124,14 +153,24 @@ def main() -> None:
             "providers": {
                 "a": {"kind": "anthropic", "api_key": "k"},
                 "g": {"kind": "gemini", "api_key": "k"},
+                "b": {
+                    "kind": "bedrock",
+                    "aws_region": "us-east-1",
+                    "aws_access_key_id": "AKID",
+                    "aws_secret_access_key": "s",
+                },
             }
         },
         env={},
         kinds=kinds(),
     )
     anth = build_provider("a", cfg.providers["a"])
+    bedrock = build_provider("b", cfg.providers["b"])
+    assert isinstance(bedrock, ByteStreamProvider)
+    b_chunks = bedrock_stream()
+    b_events = N + 4
     gem = build_provider("g", cfg.providers["g"])
-    cases: list[tuple[str, list[SSEEvent], Callable[[], object]]] = []
+    cases: list[tuple[str, int, Callable[[], object]]]
 
     a_events = anthropic_stream()
     g_events = gemini_stream()
@@ -155,15 +194,22 @@ def main() -> None:
             tr.feed(e)
         tr.finish()
 
+    def run_bedrock() -> None:
+        tr = bedrock.new_byte_stream(REQ, "anthropic.claude")
+        for c in b_chunks:
+            tr.feed(c)
+        tr.flush()
+
     cases = [
-        ("Anthropic -> OpenAI chunks", a_events, run_anthropic),
-        ("Gemini -> OpenAI chunks", g_events, run_gemini),
-        ("OpenAI chunks -> Anthropic (ingress)", o_events, run_ingress),
+        ("Anthropic -> OpenAI chunks", len(a_events), run_anthropic),
+        ("Bedrock event-stream -> OpenAI chunks", b_events, run_bedrock),
+        ("Gemini -> OpenAI chunks", len(g_events), run_gemini),
+        ("OpenAI chunks -> Anthropic (ingress)", len(o_events), run_ingress),
     ]
     print(f"stream translation, {N} content events per stream, best of 7")
-    for name, events, fn in cases:
+    for name, count, fn in cases:
         t = best(fn)
-        rate = len(events) / t
+        rate = count / t
         print(f"  {name:40s} {rate:>12,.0f} events/s   {1e6 / rate:6.2f} µs/event")
 
 
