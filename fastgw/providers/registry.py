@@ -56,9 +56,15 @@ NATIVE: dict[str, str] = {
 
 
 def _native(ref: str) -> Factory:
-    module, _, attr = ref.partition(":")
-    factory: Factory = getattr(importlib.import_module(module), attr)
-    return factory
+    """A factory that imports its adapter module on first use: a gateway loads only the
+    adapters its config names."""
+
+    def make(name: str, cfg: ProviderConfig) -> Provider:
+        module, _, attr = ref.partition(":")
+        factory: Factory = getattr(importlib.import_module(module), attr)
+        return factory(name, cfg)
+
+    return make
 
 
 def _load() -> dict[str, Factory]:
