@@ -75,7 +75,6 @@ once into small msgspec view structs, and text deltas are framed from precompute
 
 from __future__ import annotations
 
-import re
 import time
 from typing import Any
 
@@ -88,26 +87,42 @@ from ..config.schema import ProviderConfig
 from .base import StreamTranslator, UpstreamRequest, Usage
 from .common import (
     DONE,
+    ChatMessage,
+    ChoiceChunks,
     ContentPart,
-    FunctionDef,
-    Message,
     OChoice,
     OFunction,
     OMessage,
     OToolCall,
+    RawFunctionDef,
     ResponseFormat,
     SecretScrubber,
     Tool,
     ToolCall,
     ToolChoice,
-    chunk_end,
+    bad_request,
+    check_assistant_message,
+    check_temperature,
     chunk_head,
     completion,
+    content_blocks,
     credentials_rejected,
+    decode_request,
     error_text,
+    function_of,
+    invalid_image_url,
     invalid_stream_event,
+    missing_tool_call_id,
     not_a_response,
+    parse_data_url,
+    reject_changing_parameters,
     request_headers,
+    text_of,
+    tool_arguments,
+    tool_schema,
+    unsupported_endpoint,
+    unsupported_parameter,
+    unsupported_role,
     usage_chunk,
     usage_out,
 )
@@ -123,18 +138,9 @@ _KIND = "anthropic"
 # -- the OpenAI request, as far as the translation reads it -----------------------------------
 
 
-class _Message(Message[ContentPart], kw_only=True):
-    name: str | None = None
-    refusal: str | None = None
-
-
-class _FunctionDef(FunctionDef, kw_only=True):
-    parameters: msgspec.Raw = msgspec.Raw()
-
-
 class _ChatRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     model: str
-    messages: list[_Message]
+    messages: list[ChatMessage]
     stream: bool | None = None
     stream_options: Any = None
     max_tokens: int | None = None
@@ -144,7 +150,7 @@ class _ChatRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     top_p: float | None = None
     user: str | None = None
     safety_identifier: str | None = None
-    tools: list[Tool[_FunctionDef]] | None = None
+    tools: list[Tool[RawFunctionDef]] | None = None
     tool_choice: str | ToolChoice | None = None
     parallel_tool_calls: bool | None = None
     # dropped (OpenAI-side only)
@@ -176,38 +182,13 @@ class _ChatRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 _request_decoder = msgspec.json.Decoder(_ChatRequest)
-_args_decoder = msgspec.json.Decoder(dict[str, Any])
-
-_UNKNOWN_RE = re.compile(r"^Object contains unknown field `([^`]+)`$")
-_AT_RE = re.compile(r"^(.*?)(?: - at `\$(.*)`)?$", re.DOTALL)
 
 
-def _bad(message: str, param: str | None = None, code: str | None = None) -> GatewayError:
-    return GatewayError(400, message, "invalid_request_error", code, param)
+_bad = bad_request
 
 
 def _unsupported(param: str, what: str) -> GatewayError:
-    return _bad(
-        f"{what} is not supported by provider kind '{_KIND}' (parameter '{param}').",
-        param,
-        "unsupported_parameter",
-    )
-
-
-def _decode_request(raw: bytes) -> _ChatRequest:
-    try:
-        return _request_decoder.decode(raw)
-    except msgspec.ValidationError as exc:
-        m = _AT_RE.match(str(exc))
-        assert m is not None  # the pattern matches any text
-        text, path = m.group(1), (m.group(2) or "").lstrip(".")
-        unknown = _UNKNOWN_RE.match(text)
-        if unknown and not path:
-            name = unknown.group(1)
-            raise _unsupported(name, f"The parameter '{name}'") from None
-        raise _bad(f"Invalid value for '{path}': {text}", path or None) from None
-    except msgspec.DecodeError:
-        raise _bad("The request body is not valid JSON.", code="invalid_json") from None
+    return unsupported_parameter(_KIND, param, what)
 
 
 # -- request translation ----------------------------------------------------------------------
@@ -215,128 +196,39 @@ def _decode_request(raw: bytes) -> _ChatRequest:
 
 def _check_parameters(req: _ChatRequest) -> None:
     """Reject what cannot be dropped without changing the answer (see the module table)."""
-    if req.n is not None and req.n > 1:
-        raise _unsupported("n", "More than one choice (n > 1)")
-    if req.logprobs:
-        raise _unsupported("logprobs", "Log probabilities")
-    if req.top_logprobs:
-        raise _unsupported("top_logprobs", "Log probabilities")
-    if req.presence_penalty:
-        raise _unsupported("presence_penalty", "A non-zero presence_penalty")
-    if req.frequency_penalty:
-        raise _unsupported("frequency_penalty", "A non-zero frequency_penalty")
-    if req.logit_bias:
-        raise _unsupported("logit_bias", "logit_bias")
-    if req.response_format is not None and req.response_format.type != "text":
-        raise _unsupported(
-            "response_format", f"response_format of type '{req.response_format.type}'"
-        )
-    if req.audio is not None:
-        raise _unsupported("audio", "Audio output")
-    if req.modalities is not None and any(m != "text" for m in req.modalities):
-        raise _unsupported("modalities", "An output modality other than text")
-    for field in ("prediction", "reasoning_effort", "verbosity", "web_search_options"):
-        if getattr(req, field) is not None:
-            raise _unsupported(field, f"'{field}'")
-    for field in ("functions", "function_call"):
-        if getattr(req, field) is not None:
-            raise _unsupported(field, f"The legacy '{field}' parameter (use 'tools')")
-    t = req.temperature
-    if t is not None and not 0.0 <= t <= 1.0:
-        raise _bad(
-            f"'temperature' must be between 0 and 1 for provider kind '{_KIND}' (got {t:g}); "
-            "OpenAI's range is 0 to 2, and the gateway does not rescale it.",
-            "temperature",
-            "unsupported_value",
-        )
-
-
-def _text_of(content: str | list[ContentPart] | None, param: str) -> list[str]:
-    """Text pieces of a message that may only hold text (system, developer, tool)."""
-    if content is None:
-        return []
-    if isinstance(content, str):
-        return [content]
-    out = []
-    for j, part in enumerate(content):
-        if part.type != "text" or part.text is None:
-            raise _bad(
-                f"Content parts of type '{part.type}' are not supported here by provider kind "
-                f"'{_KIND}'; only text is.",
-                f"{param}.content[{j}]",
-                "unsupported_content",
-            )
-        out.append(part.text)
-    return out
+    reject_changing_parameters(req, _KIND)
+    check_temperature(req.temperature, _KIND)
 
 
 def _image_block(url: str, param: str) -> dict[str, Any]:
     if url.startswith("data:"):
-        header, sep, data = url[5:].partition(",")
-        media_type, _, params = header.partition(";")
-        if not sep or "base64" not in params.split(";") or not media_type:
-            raise _bad(
-                "An image data URL must look like 'data:<media type>;base64,<data>'.",
-                param,
-                "invalid_image_url",
-            )
+        media_type, data = parse_data_url(url, param)
         return {
             "type": "image",
             "source": {"type": "base64", "media_type": media_type, "data": data},
         }
     if url.startswith(("https://", "http://")):
         return {"type": "image", "source": {"type": "url", "url": url}}
-    raise _bad(
-        "An image URL must be an http(s) URL or a base64 data URL.", param, "invalid_image_url"
-    )
+    raise invalid_image_url(param)
+
+
+def _text_block(text: str) -> dict[str, Any]:
+    return {"type": "text", "text": text}
 
 
 def _content_blocks(
     content: str | list[ContentPart] | None, param: str, assistant: bool
 ) -> list[dict[str, Any]]:
-    if content is None:
-        return []
-    if isinstance(content, str):
-        return [{"type": "text", "text": content}] if content else []
-    blocks: list[dict[str, Any]] = []
-    for j, part in enumerate(content):
-        kind = part.type
-        if kind == "text" and part.text is not None:
-            if part.text:
-                blocks.append({"type": "text", "text": part.text})
-        elif kind == "refusal" and assistant and part.refusal is not None:
-            if part.refusal:
-                blocks.append({"type": "text", "text": part.refusal})
-        elif kind == "image_url" and part.image_url is not None and not assistant:
-            blocks.append(_image_block(part.image_url.url, f"{param}.content[{j}].image_url.url"))
-        else:
-            raise _bad(
-                f"Content parts of type '{kind}' are not supported by provider kind '{_KIND}'.",
-                f"{param}.content[{j}]",
-                "unsupported_content",
-            )
-    return blocks
+    return content_blocks(content, param, assistant, _KIND, _text_block, _image_block)
 
 
 def _tool_use_block(call: ToolCall, param: str) -> dict[str, Any]:
-    args = call.function.arguments
-    if not args.strip():
-        parsed: dict[str, Any] = {}
-    else:
-        try:
-            parsed = _args_decoder.decode(args)
-        except (msgspec.ValidationError, msgspec.DecodeError):
-            raise _bad(
-                f"The arguments of tool call '{call.id}' must be a JSON object; provider kind "
-                f"'{_KIND}' needs them parsed.",
-                f"{param}.function.arguments",
-                "invalid_tool_arguments",
-            ) from None
+    parsed = tool_arguments(call, param, _KIND)
     return {"type": "tool_use", "id": call.id, "name": call.function.name, "input": parsed}
 
 
 def _translate_messages(
-    messages: list[_Message],
+    messages: list[ChatMessage],
 ) -> tuple[list[str], list[dict[str, Any]]]:
     """(system texts, Anthropic messages with strictly alternating roles)."""
     system: list[str] = []
@@ -352,28 +244,19 @@ def _translate_messages(
         param = f"messages[{i}]"
         role = m.role
         if role in ("system", "developer"):
-            system.extend(t for t in _text_of(m.content, param) if t)
+            system.extend(t for t in text_of(m.content, param, _KIND) if t)
         elif role == "user":
             add("user", _content_blocks(m.content, param, assistant=False))
         elif role == "assistant":
-            if m.audio is not None:
-                raise _unsupported(f"{param}.audio", "A reference to earlier audio output")
-            if m.function_call is not None:
-                raise _unsupported(
-                    f"{param}.function_call", "The legacy 'function_call' (use 'tool_calls')"
-                )
+            check_assistant_message(m, param, _KIND)
             blocks = _content_blocks(m.content, param, assistant=True)
             for k, call in enumerate(m.tool_calls or ()):
                 blocks.append(_tool_use_block(call, f"{param}.tool_calls[{k}]"))
             add("assistant", blocks)
         elif role == "tool":
             if not m.tool_call_id:
-                raise _bad(
-                    "A 'tool' message needs 'tool_call_id'.",
-                    f"{param}.tool_call_id",
-                    "missing_required_parameter",
-                )
-            texts = _text_of(m.content, param)
+                raise missing_tool_call_id(param)
+            texts = text_of(m.content, param, _KIND)
             result: dict[str, Any] = {"type": "tool_result", "tool_use_id": m.tool_call_id}
             if isinstance(m.content, list):
                 result["content"] = [{"type": "text", "text": t} for t in texts if t]
@@ -381,11 +264,7 @@ def _translate_messages(
                 result["content"] = "".join(texts)
             add("user", [result])
         else:
-            raise _bad(
-                f"Messages with role '{role}' are not supported by provider kind '{_KIND}'.",
-                f"{param}.role",
-                "unsupported_parameter",
-            )
+            raise unsupported_role(role, param, _KIND)
     out: list[dict[str, Any]] = []
     for role, blocks in turns:
         if len(blocks) == 1 and blocks[0]["type"] == "text":
@@ -395,19 +274,11 @@ def _translate_messages(
     return system, out
 
 
-def _translate_tools(tools: list[Tool[_FunctionDef]]) -> list[dict[str, Any]]:
+def _translate_tools(tools: list[Tool[RawFunctionDef]]) -> list[dict[str, Any]]:
     out = []
     for i, tool in enumerate(tools):
-        fn = tool.function
-        if tool.type != "function" or fn is None:
-            raise _unsupported(f"tools[{i}]", f"A tool of type '{tool.type}'")
-        if fn.strict:
-            raise _unsupported(
-                f"tools[{i}].function.strict", "Strict schema adherence ('strict': true)"
-            )
-        schema: Any = fn.parameters
-        if not schema or bytes(schema) == b"null":
-            schema = {"type": "object", "properties": {}}
+        fn = function_of(tool, i, _KIND)
+        schema = tool_schema(fn.parameters)
         entry: dict[str, Any] = {"name": fn.name}
         if fn.description is not None:
             entry["description"] = fn.description
@@ -431,7 +302,7 @@ def _translate_tool_choice(choice: str | ToolChoice) -> dict[str, Any]:
 
 def build_body(raw: bytes, upstream_model: str) -> dict[str, Any]:
     """The Anthropic Messages request for an OpenAI chat-completions body (raises 400s)."""
-    req = _decode_request(raw)
+    req = decode_request(_request_decoder, raw, _KIND)
     _check_parameters(req)
     system, messages = _translate_messages(req.messages)
     body: dict[str, Any] = {"model": upstream_model}
@@ -573,25 +444,10 @@ class _SEvent(msgspec.Struct):
 _event_decoder = msgspec.json.Decoder(_SEvent)
 
 
-class AnthropicStream:
+class AnthropicStream(ChoiceChunks):
     """One streamed Anthropic response → OpenAI ``chat.completion.chunk`` events."""
 
-    __slots__ = (
-        "_client_usage",
-        "_created",
-        "_error",
-        "_head",
-        "_id",
-        "_input",
-        "_model",
-        "_output",
-        "_provider",
-        "_tail",
-        "_text_head",
-        "_text_tail",
-        "_tools",
-        "usage",
-    )
+    __slots__ = ("_error", "_input", "_output", "_provider", "_tools", "usage")
 
     def __init__(
         self, provider: AnthropicProvider, upstream_model: str, client_usage: bool
@@ -605,29 +461,6 @@ class AnthropicStream:
         self._error = False
         self.usage: Usage | None = None
         self._frame("chatcmpl-anthropic", upstream_model)
-
-    def _frame(self, cid: str, model: str) -> None:
-        """Precompute the constant bytes around each chunk's delta."""
-        self._id = cid
-        self._model = model
-        self._head = chunk_head(cid, self._created, model) + b'{"index":0,"delta":'
-        self._tail = b',"logprobs":null,"finish_reason":null}]' + chunk_end(self._client_usage)
-        self._text_head = self._head + b'{"content":'
-        self._text_tail = b"}" + self._tail
-
-    def _chunk(self, delta: bytes, finish: str | None = None) -> bytes:
-        if finish is None:
-            return self._head + delta + self._tail
-        return b"".join(
-            [
-                self._head,
-                delta,
-                b',"logprobs":null,"finish_reason":',
-                _encode(finish),
-                b"}]",
-                chunk_end(self._client_usage),
-            ]
-        )
 
     def _set_usage(self) -> None:
         i, c, r = self._input
@@ -770,12 +603,7 @@ class AnthropicProvider(SecretScrubber):
         self, req: ParsedRequest, upstream_model: str, request_id: str
     ) -> UpstreamRequest:
         if req.endpoint is not Endpoint.CHAT:
-            raise GatewayError(
-                400,
-                f"The endpoint '{req.endpoint.path}' is not supported by provider kind '{_KIND}'.",
-                "invalid_request_error",
-                "unsupported_endpoint",
-            )
+            raise unsupported_endpoint(_KIND, req.endpoint.path)
         body = _encode(build_body(req.raw, upstream_model))
         return UpstreamRequest("/messages", request_headers(request_id, req.stream), body, False)
 

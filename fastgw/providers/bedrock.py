@@ -108,7 +108,6 @@ asked for it). An exception message (``:message-type: exception``) or broken fra
 from __future__ import annotations
 
 import os
-import re
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -117,12 +116,51 @@ from urllib.parse import urlsplit
 import msgspec
 
 from .._core.eventstream import EventMessage, EventStreamDecoder, EventStreamError
-from ..api.errors import GatewayError
+from ..api.errors import GatewayError, upstream_error
 from ..api.openai import Endpoint, ParsedRequest
 from ..config import ConfigError
 from ..config.schema import ProviderConfig
 from . import sigv4
 from .base import StreamTranslator, UpstreamRequest, Usage
+from .common import (
+    DONE,
+    ChatMessage,
+    ChoiceChunks,
+    ContentPart,
+    OChoice,
+    OFunction,
+    OMessage,
+    OToolCall,
+    RawFunctionDef,
+    ResponseFormat,
+    Tool,
+    ToolCall,
+    ToolChoice,
+    bad_request,
+    check_assistant_message,
+    check_temperature,
+    chunk_head,
+    completion,
+    content_blocks,
+    credentials_rejected,
+    decode_request,
+    error_text,
+    function_of,
+    invalid_image_url,
+    missing_tool_call_id,
+    not_a_response,
+    parse_data_url,
+    reject_changing_parameters,
+    text_of,
+    tool_arguments,
+    tool_schema,
+    unsupported_endpoint,
+    unsupported_parameter,
+    unsupported_role,
+    usage_chunk,
+    usage_out,
+)
+from .common import encode as _encode
 
 __all__ = ["SIGNING_SERVICE", "BedrockProvider", "BedrockStream", "build_body"]
 
@@ -134,68 +172,9 @@ _EVENT_STREAM = b"application/vnd.amazon.eventstream"
 # -- the OpenAI request, as far as the translation reads it -----------------------------------
 
 
-class _ImageURL(msgspec.Struct):
-    url: str
-    detail: str | None = None
-
-
-class _Part(msgspec.Struct):
-    type: str
-    text: str | None = None
-    image_url: _ImageURL | None = None
-    refusal: str | None = None
-
-
-class _CallFunction(msgspec.Struct):
-    name: str
-    arguments: str = ""
-
-
-class _ToolCall(msgspec.Struct):
-    id: str
-    function: _CallFunction
-    type: str = "function"
-
-
-class _Message(msgspec.Struct, kw_only=True):
-    role: str
-    content: str | list[_Part] | None = None
-    tool_calls: list[_ToolCall] | None = None
-    tool_call_id: str | None = None
-    name: str | None = None
-    refusal: str | None = None
-    audio: Any = None
-    function_call: Any = None
-
-
-class _FunctionDef(msgspec.Struct, kw_only=True):
-    name: str
-    description: str | None = None
-    parameters: msgspec.Raw = msgspec.Raw()
-    strict: bool | None = None
-
-
-class _Tool(msgspec.Struct, kw_only=True):
-    type: str
-    function: _FunctionDef | None = None
-
-
-class _NamedFunction(msgspec.Struct):
-    name: str
-
-
-class _ToolChoice(msgspec.Struct, kw_only=True):
-    type: str
-    function: _NamedFunction | None = None
-
-
-class _ResponseFormat(msgspec.Struct):
-    type: str
-
-
 class _ChatRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     model: str
-    messages: list[_Message]
+    messages: list[ChatMessage]
     stream: bool | None = None
     stream_options: Any = None
     max_tokens: int | None = None
@@ -203,8 +182,8 @@ class _ChatRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     stop: str | list[str] | None = None
     temperature: float | None = None
     top_p: float | None = None
-    tools: list[_Tool] | None = None
-    tool_choice: str | _ToolChoice | None = None
+    tools: list[Tool[RawFunctionDef]] | None = None
+    tool_choice: str | ToolChoice | None = None
     parallel_tool_calls: bool | None = None
     # dropped (OpenAI-side only)
     store: Any = None
@@ -222,7 +201,7 @@ class _ChatRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
     logit_bias: dict[str, Any] | None = None
-    response_format: _ResponseFormat | None = None
+    response_format: ResponseFormat | None = None
     modalities: list[str] | None = None
     # rejected when set
     audio: Any = None
@@ -237,12 +216,6 @@ class _ChatRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 _request_decoder = msgspec.json.Decoder(_ChatRequest)
-_args_decoder = msgspec.json.Decoder(dict[str, Any])
-_encoder = msgspec.json.Encoder()
-_encode = _encoder.encode
-
-_UNKNOWN_RE = re.compile(r"^Object contains unknown field `([^`]+)`$")
-_AT_RE = re.compile(r"^(.*?)(?: - at `\$(.*)`)?$", re.DOTALL)
 #: OpenAI image media types → Converse image formats.
 _IMAGE_FORMATS = {
     "image/png": "png",
@@ -253,32 +226,11 @@ _IMAGE_FORMATS = {
 }
 
 
-def _bad(message: str, param: str | None = None, code: str | None = None) -> GatewayError:
-    return GatewayError(400, message, "invalid_request_error", code, param)
+_bad = bad_request
 
 
 def _unsupported(param: str, what: str) -> GatewayError:
-    return _bad(
-        f"{what} is not supported by provider kind '{_KIND}' (parameter '{param}').",
-        param,
-        "unsupported_parameter",
-    )
-
-
-def _decode_request(raw: bytes) -> _ChatRequest:
-    try:
-        return _request_decoder.decode(raw)
-    except msgspec.ValidationError as exc:
-        m = _AT_RE.match(str(exc))
-        assert m is not None  # the pattern matches any text
-        text, path = m.group(1), (m.group(2) or "").lstrip(".")
-        unknown = _UNKNOWN_RE.match(text)
-        if unknown and not path:
-            name = unknown.group(1)
-            raise _unsupported(name, f"The parameter '{name}'") from None
-        raise _bad(f"Invalid value for '{path}': {text}", path or None) from None
-    except msgspec.DecodeError:
-        raise _bad("The request body is not valid JSON.", code="invalid_json") from None
+    return unsupported_parameter(_KIND, param, what)
 
 
 # -- request translation ----------------------------------------------------------------------
@@ -286,75 +238,17 @@ def _decode_request(raw: bytes) -> _ChatRequest:
 
 def _check_parameters(req: _ChatRequest) -> None:
     """Reject what cannot be dropped without changing the answer (see the module table)."""
-    if req.n is not None and req.n > 1:
-        raise _unsupported("n", "More than one choice (n > 1)")
-    if req.logprobs:
-        raise _unsupported("logprobs", "Log probabilities")
-    if req.top_logprobs:
-        raise _unsupported("top_logprobs", "Log probabilities")
-    if req.presence_penalty:
-        raise _unsupported("presence_penalty", "A non-zero presence_penalty")
-    if req.frequency_penalty:
-        raise _unsupported("frequency_penalty", "A non-zero frequency_penalty")
-    if req.logit_bias:
-        raise _unsupported("logit_bias", "logit_bias")
-    if req.response_format is not None and req.response_format.type != "text":
-        raise _unsupported(
-            "response_format", f"response_format of type '{req.response_format.type}'"
-        )
-    if req.audio is not None:
-        raise _unsupported("audio", "Audio output")
-    if req.modalities is not None and any(m != "text" for m in req.modalities):
-        raise _unsupported("modalities", "An output modality other than text")
-    for field in ("prediction", "reasoning_effort", "verbosity", "web_search_options"):
-        if getattr(req, field) is not None:
-            raise _unsupported(field, f"'{field}'")
-    for field in ("functions", "function_call"):
-        if getattr(req, field) is not None:
-            raise _unsupported(field, f"The legacy '{field}' parameter (use 'tools')")
+    reject_changing_parameters(req, _KIND)
     if req.parallel_tool_calls is False and req.tools:
         raise _unsupported(
             "parallel_tool_calls", "Forbidding parallel tool calls ('parallel_tool_calls': false)"
         )
-    t = req.temperature
-    if t is not None and not 0.0 <= t <= 1.0:
-        raise _bad(
-            f"'temperature' must be between 0 and 1 for provider kind '{_KIND}' (got {t:g}); "
-            "OpenAI's range is 0 to 2, and the gateway does not rescale it.",
-            "temperature",
-            "unsupported_value",
-        )
-
-
-def _text_of(content: str | list[_Part] | None, param: str) -> list[str]:
-    """Text pieces of a message that may only hold text (system, developer, tool)."""
-    if content is None:
-        return []
-    if isinstance(content, str):
-        return [content]
-    out = []
-    for j, part in enumerate(content):
-        if part.type != "text" or part.text is None:
-            raise _bad(
-                f"Content parts of type '{part.type}' are not supported here by provider kind "
-                f"'{_KIND}'; only text is.",
-                f"{param}.content[{j}]",
-                "unsupported_content",
-            )
-        out.append(part.text)
-    return out
+    check_temperature(req.temperature, _KIND)
 
 
 def _image_block(url: str, param: str) -> dict[str, Any]:
     if url.startswith("data:"):
-        header, sep, data = url[5:].partition(",")
-        media_type, _, params = header.partition(";")
-        if not sep or "base64" not in params.split(";") or not media_type:
-            raise _bad(
-                "An image data URL must look like 'data:<media type>;base64,<data>'.",
-                param,
-                "invalid_image_url",
-            )
+        media_type, data = parse_data_url(url, param)
         fmt = _IMAGE_FORMATS.get(media_type.lower())
         if fmt is None:
             raise _bad(
@@ -371,57 +265,26 @@ def _image_block(url: str, param: str) -> dict[str, Any]:
             param,
             "unsupported_image_url",
         )
-    raise _bad(
-        "An image URL must be an http(s) URL or a base64 data URL.", param, "invalid_image_url"
-    )
+    raise invalid_image_url(param)
+
+
+def _text_block(text: str) -> dict[str, Any]:
+    return {"text": text}
 
 
 def _content_blocks(
-    content: str | list[_Part] | None, param: str, assistant: bool
+    content: str | list[ContentPart] | None, param: str, assistant: bool
 ) -> list[dict[str, Any]]:
-    if content is None:
-        return []
-    if isinstance(content, str):
-        return [{"text": content}] if content else []
-    blocks: list[dict[str, Any]] = []
-    for j, part in enumerate(content):
-        kind = part.type
-        if kind == "text" and part.text is not None:
-            if part.text:
-                blocks.append({"text": part.text})
-        elif kind == "refusal" and assistant and part.refusal is not None:
-            if part.refusal:
-                blocks.append({"text": part.refusal})
-        elif kind == "image_url" and part.image_url is not None and not assistant:
-            blocks.append(_image_block(part.image_url.url, f"{param}.content[{j}].image_url.url"))
-        else:
-            raise _bad(
-                f"Content parts of type '{kind}' are not supported by provider kind '{_KIND}'.",
-                f"{param}.content[{j}]",
-                "unsupported_content",
-            )
-    return blocks
+    return content_blocks(content, param, assistant, _KIND, _text_block, _image_block)
 
 
-def _tool_use_block(call: _ToolCall, param: str) -> dict[str, Any]:
-    args = call.function.arguments
-    if not args.strip():
-        parsed: dict[str, Any] = {}
-    else:
-        try:
-            parsed = _args_decoder.decode(args)
-        except (msgspec.ValidationError, msgspec.DecodeError):
-            raise _bad(
-                f"The arguments of tool call '{call.id}' must be a JSON object; provider kind "
-                f"'{_KIND}' needs them parsed.",
-                f"{param}.function.arguments",
-                "invalid_tool_arguments",
-            ) from None
+def _tool_use_block(call: ToolCall, param: str) -> dict[str, Any]:
+    parsed = tool_arguments(call, param, _KIND)
     return {"toolUse": {"toolUseId": call.id, "name": call.function.name, "input": parsed}}
 
 
 def _translate_messages(
-    messages: list[_Message],
+    messages: list[ChatMessage],
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], bool]:
     """(system blocks, Converse messages with alternating roles, any tool blocks?)."""
     system: list[dict[str, Any]] = []
@@ -438,16 +301,11 @@ def _translate_messages(
         param = f"messages[{i}]"
         role = m.role
         if role in ("system", "developer"):
-            system.extend({"text": t} for t in _text_of(m.content, param) if t)
+            system.extend({"text": t} for t in text_of(m.content, param, _KIND) if t)
         elif role == "user":
             add("user", _content_blocks(m.content, param, assistant=False))
         elif role == "assistant":
-            if m.audio is not None:
-                raise _unsupported(f"{param}.audio", "A reference to earlier audio output")
-            if m.function_call is not None:
-                raise _unsupported(
-                    f"{param}.function_call", "The legacy 'function_call' (use 'tool_calls')"
-                )
+            check_assistant_message(m, param, _KIND)
             blocks = _content_blocks(m.content, param, assistant=True)
             for k, call in enumerate(m.tool_calls or ()):
                 blocks.append(_tool_use_block(call, f"{param}.tool_calls[{k}]"))
@@ -455,46 +313,29 @@ def _translate_messages(
             add("assistant", blocks)
         elif role == "tool":
             if not m.tool_call_id:
-                raise _bad(
-                    "A 'tool' message needs 'tool_call_id'.",
-                    f"{param}.tool_call_id",
-                    "missing_required_parameter",
-                )
-            texts = [t for t in _text_of(m.content, param) if t]
+                raise missing_tool_call_id(param)
+            texts = [t for t in text_of(m.content, param, _KIND) if t]
             result = {"toolUseId": m.tool_call_id, "content": [{"text": t} for t in texts]}
             add("user", [{"toolResult": result}])
             has_tools = True
         else:
-            raise _bad(
-                f"Messages with role '{role}' are not supported by provider kind '{_KIND}'.",
-                f"{param}.role",
-                "unsupported_parameter",
-            )
+            raise unsupported_role(role, param, _KIND)
     return system, turns, has_tools
 
 
-def _translate_tools(tools: list[_Tool]) -> list[dict[str, Any]]:
+def _translate_tools(tools: list[Tool[RawFunctionDef]]) -> list[dict[str, Any]]:
     out = []
     for i, tool in enumerate(tools):
-        fn = tool.function
-        if tool.type != "function" or fn is None:
-            raise _unsupported(f"tools[{i}]", f"A tool of type '{tool.type}'")
-        if fn.strict:
-            raise _unsupported(
-                f"tools[{i}].function.strict", "Strict schema adherence ('strict': true)"
-            )
-        schema: Any = fn.parameters
-        if not schema or bytes(schema) == b"null":
-            schema = {"type": "object", "properties": {}}
+        fn = function_of(tool, i, _KIND)
         spec: dict[str, Any] = {"name": fn.name}
         if fn.description is not None:
             spec["description"] = fn.description
-        spec["inputSchema"] = {"json": schema}
+        spec["inputSchema"] = {"json": tool_schema(fn.parameters)}
         out.append({"toolSpec": spec})
     return out
 
 
-def _translate_tool_choice(choice: str | _ToolChoice) -> dict[str, Any] | None:
+def _translate_tool_choice(choice: str | ToolChoice) -> dict[str, Any] | None:
     """Converse's toolChoice; None for ``none`` (no toolConfig is sent)."""
     if isinstance(choice, str):
         if choice == "none":
@@ -512,7 +353,7 @@ def _translate_tool_choice(choice: str | _ToolChoice) -> dict[str, Any] | None:
 def build_body(raw: bytes) -> dict[str, Any]:
     """The Converse request for an OpenAI chat-completions body (raises 400s). The model is
     in the URL, not the body; streaming is chosen by the path."""
-    req = _decode_request(raw)
+    req = decode_request(_request_decoder, raw, _KIND)
     _check_parameters(req)
     system, messages, has_tool_blocks = _translate_messages(req.messages)
     body: dict[str, Any] = {"messages": messages}
@@ -590,51 +431,6 @@ class _CResponse(msgspec.Struct):
     usage: _CUsage | None = None
 
 
-class _OFunction(msgspec.Struct):
-    name: str
-    arguments: str
-
-
-class _OToolCall(msgspec.Struct):
-    id: str
-    type: str
-    function: _OFunction
-
-
-class _OMessage(msgspec.Struct):
-    role: str
-    content: str | None
-    refusal: None = None
-    tool_calls: list[_OToolCall] | msgspec.UnsetType = msgspec.UNSET
-
-
-class _OChoice(msgspec.Struct):
-    index: int
-    message: _OMessage
-    logprobs: None
-    finish_reason: str
-
-
-class _OPromptDetails(msgspec.Struct):
-    cached_tokens: int
-
-
-class _OUsage(msgspec.Struct):
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
-    prompt_tokens_details: _OPromptDetails
-
-
-class _OCompletion(msgspec.Struct):
-    id: str
-    object: str
-    created: int
-    model: str
-    choices: list[_OChoice]
-    usage: _OUsage | None
-
-
 _response_decoder = msgspec.json.Decoder(_CResponse)
 
 _FINISH = {
@@ -655,10 +451,6 @@ def _finish_reason(stop_reason: str | None) -> str:
 def _usage_of(u: _CUsage) -> Usage:
     prompt = u.inputTokens + u.cacheReadInputTokens + u.cacheWriteInputTokens
     return (prompt, u.outputTokens, prompt + u.outputTokens, u.cacheReadInputTokens)
-
-
-def _ousage(u: Usage) -> _OUsage:
-    return _OUsage(u[0], u[1], u[2], _OPromptDetails(u[3]))
 
 
 def _new_id() -> str:
@@ -716,17 +508,6 @@ _metadata_decoder = msgspec.json.Decoder(_SMetadata)
 _exception_decoder = msgspec.json.Decoder(_SException)
 
 
-class _UsageChunk(msgspec.Struct):
-    id: str
-    object: str
-    created: int
-    model: str
-    choices: list[None]
-    usage: _OUsage
-
-
-_DONE = b"data: [DONE]\n\n"
-
 #: Converse exception names (stream ``:exception-type`` and ``x-amzn-errortype``), first
 #: letter lower-cased → the HTTP status they come with.
 _EXCEPTION_STATUS = {
@@ -745,24 +526,10 @@ _EXCEPTION_STATUS = {
 }
 
 
-class BedrockStream:
+class BedrockStream(ChoiceChunks):
     """One ConverseStream response: event-stream bytes in, OpenAI chunk SSE bytes out."""
 
-    __slots__ = (
-        "_client_usage",
-        "_created",
-        "_decoder",
-        "_failed",
-        "_head",
-        "_id",
-        "_model",
-        "_provider",
-        "_tail",
-        "_text_head",
-        "_text_tail",
-        "_tools",
-        "usage",
-    )
+    __slots__ = ("_decoder", "_failed", "_provider", "_tools", "usage")
 
     def __init__(
         self,
@@ -778,47 +545,12 @@ class BedrockStream:
         self._tools: dict[int, int] = {}  # Converse block index → OpenAI tool_calls index
         self._failed = False
         self.usage: Usage | None = None
-        self._id = _new_id()
-        self._model = upstream_model
-        self._head = b"".join(
-            [
-                b'data: {"id":',
-                _encode(self._id),
-                b',"object":"chat.completion.chunk","created":',
-                b"%d" % self._created,
-                b',"model":',
-                _encode(upstream_model),
-                b',"choices":[{"index":0,"delta":',
-            ]
-        )
-        usage = b',"usage":null}\n\n' if client_usage else b"}\n\n"
-        self._tail = b',"logprobs":null,"finish_reason":null}]' + usage
-        self._text_head = self._head + b'{"content":'
-        self._text_tail = b"}" + self._tail
-
-    def _chunk(self, delta: bytes, finish: str | None = None) -> bytes:
-        if finish is None:
-            return self._head + delta + self._tail
-        usage = b',"usage":null}\n\n' if self._client_usage else b"}\n\n"
-        return b"".join(
-            [
-                self._head,
-                delta,
-                b',"logprobs":null,"finish_reason":',
-                _encode(finish),
-                b"}]",
-                usage,
-            ]
-        )
+        self._frame(_new_id(), upstream_model)
 
     def _protocol_error(self, what: str) -> bytes:
         self._failed = True
-        return GatewayError(
-            502,
-            f"Provider '{self._provider.name}' sent {what}.",
-            "upstream_error",
-            "upstream_protocol_error",
-        ).sse_event()
+        message = f"Provider '{self._provider.name}' sent {what}."
+        return upstream_error(502, message, "upstream_protocol_error").sse_event()
 
     def feed(self, chunk: bytes) -> bytes:
         """Client bytes for a piece of the upstream body (any split of the frames)."""
@@ -913,27 +645,15 @@ class BedrockStream:
             except EventStreamError:
                 out = self._protocol_error("an event stream cut mid-message")
         if self._client_usage and self.usage is not None and not self._failed:
-            chunk = _UsageChunk(
-                self._id,
-                "chat.completion.chunk",
-                self._created,
-                self._model,
-                [],
-                _ousage(self.usage),
-            )
-            out += b"data: " + _encode(chunk) + b"\n\n"
-        return out + _DONE
+            head = chunk_head(self._id, self._created, self._model)
+            out += usage_chunk(head, usage_out(self.usage))
+        return out + DONE
 
 
 # -- errors -----------------------------------------------------------------------------------
 
 
-class _ErrorBody(msgspec.Struct):
-    message: str | None = None
-    Message: str | None = None
-
-
-_error_decoder = msgspec.json.Decoder(_ErrorBody)
+_error_decoder = _exception_decoder  # error bodies carry the same message / Message
 
 
 def _env(name: str) -> str | None:
@@ -1020,12 +740,7 @@ class BedrockProvider:
         self, req: ParsedRequest, upstream_model: str, request_id: str
     ) -> UpstreamRequest:
         if req.endpoint is not Endpoint.CHAT:
-            raise GatewayError(
-                400,
-                f"The endpoint '{req.endpoint.path}' is not supported by provider kind '{_KIND}'.",
-                "invalid_request_error",
-                "unsupported_endpoint",
-            )
+            raise unsupported_endpoint(_KIND, req.endpoint.path)
         body = _encode(build_body(req.raw))
         path = self.path_for(upstream_model, req.stream)
         headers = self.sign(path, body)
@@ -1040,35 +755,23 @@ class BedrockProvider:
         except (msgspec.ValidationError, msgspec.DecodeError):
             resp = None
         if resp is None or resp.output is None or resp.output.message is None:
-            raise GatewayError(
-                502,
-                f"Provider '{self.name}' sent a response that is not a Converse answer.",
-                "upstream_error",
-                "upstream_protocol_error",
-            )
+            raise not_a_response(self.name, "a Converse answer")
         texts: list[str] = []
-        calls: list[_OToolCall] = []
+        calls: list[OToolCall] = []
         for block in resp.output.message.content:
             if block.text is not None:
                 texts.append(block.text)
             elif block.toolUse is not None:
                 t = block.toolUse
                 args = bytes(t.input).decode() if t.input else "{}"
-                calls.append(_OToolCall(t.toolUseId, "function", _OFunction(t.name, args)))
+                calls.append(OToolCall(t.toolUseId, "function", OFunction(t.name, args)))
         content = "".join(texts) if texts or not calls else None
-        message = _OMessage("assistant", content)
+        message = OMessage("assistant", content)
         if calls:
             message.tool_calls = calls
-        usage = _ousage(_usage_of(resp.usage)) if resp.usage is not None else None
-        out = _OCompletion(
-            _new_id(),
-            "chat.completion",
-            int(time.time()),
-            req.model,
-            [_OChoice(0, message, None, _finish_reason(resp.stopReason))],
-            usage,
-        )
-        return _encode(out)
+        usage = usage_out(_usage_of(resp.usage)) if resp.usage is not None else None
+        choice = OChoice(0, message, None, _finish_reason(resp.stopReason))
+        return completion(_new_id(), req.model, [choice], usage)
 
     def new_byte_stream(self, req: ParsedRequest, upstream_model: str) -> BedrockStream:
         """The relay filter of one ConverseStream answer (see :class:`BedrockStream`)."""
@@ -1097,13 +800,7 @@ class BedrockProvider:
         name = self.name
         label = f", {etype}" if etype else ""
         if status in (401, 403):
-            return GatewayError(
-                502,
-                f"Provider '{name}' rejected the gateway's credentials ({status}{label}): "
-                f"{message}",
-                "upstream_error",
-                "upstream_auth_failed",
-            )
+            return credentials_rejected(name, f"{status}{label}", message)
         if status == 400:
             return GatewayError(400, message, "invalid_request_error")
         if status == 404:
@@ -1136,5 +833,5 @@ class BedrockProvider:
         except (msgspec.ValidationError, msgspec.DecodeError):
             pass
         if not message:
-            message = body[:200].decode("utf-8", "replace").strip() or f"HTTP {status}"
+            message = error_text(body, status)
         return self.error_for(status, None, message)

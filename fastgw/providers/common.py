@@ -6,13 +6,18 @@ Only what means the same to every adapter lives here. The request views are the 
 of what each adapter decodes; an adapter extends them where it reads more (e.g. Gemini's content
 parts take audio and files, a function's ``parameters`` is raw JSON to one adapter and a parsed
 schema to the other), and each keeps its own top-level request struct: which fields it knows,
-drops or rejects is that adapter's parameter rule.
+drops or rejects is that adapter's parameter rule. The request checks and content helpers
+(``decode_request``, ``reject_changing_parameters``, ``text_of``, ``content_blocks``, …) are
+what the adapters with the same rule and message model (Anthropic, Bedrock) share; each
+passes its provider kind, which their error messages name.
 """
 
 from __future__ import annotations
 
+import re
 import time
-from typing import Any, Generic, TypeVar
+from collections.abc import Callable
+from typing import Any, Generic, Protocol, TypeVar
 
 import msgspec
 
@@ -22,6 +27,9 @@ from .base import Usage
 __all__ = [
     "DONE",
     "CallFunction",
+    "ChatMessage",
+    "ChatParams",
+    "ChoiceChunks",
     "ContentPart",
     "FunctionDef",
     "ImageURL",
@@ -32,20 +40,37 @@ __all__ = [
     "OMessage",
     "OToolCall",
     "OUsage",
+    "RawFunctionDef",
     "ResponseFormat",
     "SecretScrubber",
     "Tool",
     "ToolCall",
     "ToolChoice",
+    "bad_request",
+    "check_assistant_message",
+    "check_temperature",
     "chunk_end",
     "chunk_head",
     "completion",
+    "content_blocks",
     "credentials_rejected",
+    "decode_request",
     "encode",
     "error_text",
+    "function_of",
+    "invalid_image_url",
     "invalid_stream_event",
+    "missing_tool_call_id",
     "not_a_response",
+    "parse_data_url",
+    "reject_changing_parameters",
     "request_headers",
+    "text_of",
+    "tool_arguments",
+    "tool_schema",
+    "unsupported_endpoint",
+    "unsupported_parameter",
+    "unsupported_role",
     "usage_chunk",
     "usage_out",
 ]
@@ -94,12 +119,26 @@ class Message(msgspec.Struct, Generic[PartT], kw_only=True):
     function_call: Any = None
 
 
+class ChatMessage(Message[ContentPart], kw_only=True):
+    """A message as the Anthropic and Bedrock adapters read it (``name`` and an assistant's
+    ``refusal`` are accepted and not sent on)."""
+
+    name: str | None = None
+    refusal: str | None = None
+
+
 class FunctionDef(msgspec.Struct, kw_only=True):
     """A function tool's definition; each adapter adds ``parameters`` as it reads them."""
 
     name: str
     description: str | None = None
     strict: bool | None = None
+
+
+class RawFunctionDef(FunctionDef, kw_only=True):
+    """A function definition whose ``parameters`` schema is passed on as raw JSON."""
+
+    parameters: msgspec.Raw = msgspec.Raw()
 
 
 FunctionT = TypeVar("FunctionT")
@@ -123,6 +162,253 @@ class ToolChoice(msgspec.Struct, kw_only=True):
 
 class ResponseFormat(msgspec.Struct):
     type: str
+
+
+# -- request checks of the adapters with a fixed parameter rule (Anthropic, Bedrock) ------------
+
+T = TypeVar("T")
+_args_decoder = msgspec.json.Decoder(dict[str, Any])
+_UNKNOWN_RE = re.compile(r"^Object contains unknown field `([^`]+)`$")
+_AT_RE = re.compile(r"^(.*?)(?: - at `\$(.*)`)?$", re.DOTALL)
+
+
+def bad_request(message: str, param: str | None = None, code: str | None = None) -> GatewayError:
+    """A 400 ``invalid_request_error``."""
+    return GatewayError(400, message, "invalid_request_error", code, param)
+
+
+def unsupported_parameter(kind: str, param: str, what: str) -> GatewayError:
+    """A 400 ``unsupported_parameter``: ``what`` cannot be sent to provider kind ``kind``."""
+    return bad_request(
+        f"{what} is not supported by provider kind '{kind}' (parameter '{param}').",
+        param,
+        "unsupported_parameter",
+    )
+
+
+def unsupported_endpoint(kind: str, path: str) -> GatewayError:
+    """A 400 ``unsupported_endpoint`` for an endpoint that provider kind ``kind`` lacks."""
+    return GatewayError(
+        400,
+        f"The endpoint '{path}' is not supported by provider kind '{kind}'.",
+        "invalid_request_error",
+        "unsupported_endpoint",
+    )
+
+
+def decode_request(decoder: msgspec.json.Decoder[T], raw: bytes, kind: str) -> T:
+    """Decode a request body with an adapter's request ``decoder`` (which forbids unknown
+    fields): an unknown top-level field is an unsupported parameter, anything else a 400
+    naming where it is."""
+    try:
+        return decoder.decode(raw)
+    except msgspec.ValidationError as exc:
+        m = _AT_RE.match(str(exc))
+        assert m is not None  # the pattern matches any text
+        text, path = m.group(1), (m.group(2) or "").lstrip(".")
+        unknown = _UNKNOWN_RE.match(text)
+        if unknown and not path:
+            name = unknown.group(1)
+            raise unsupported_parameter(kind, name, f"The parameter '{name}'") from None
+        raise bad_request(f"Invalid value for '{path}': {text}", path or None) from None
+    except msgspec.DecodeError:
+        raise bad_request("The request body is not valid JSON.", code="invalid_json") from None
+
+
+class ChatParams(Protocol):
+    """The request fields :func:`reject_changing_parameters` reads (the rest by name)."""
+
+    n: int | None
+    logprobs: bool | None
+    top_logprobs: int | None
+    presence_penalty: float | None
+    frequency_penalty: float | None
+    logit_bias: dict[str, Any] | None
+    response_format: ResponseFormat | None
+    audio: Any
+    modalities: list[str] | None
+
+
+def reject_changing_parameters(req: ChatParams, kind: str) -> None:
+    """Reject the OpenAI parameters that neither Anthropic nor Converse can honour and that
+    cannot be dropped without changing the answer."""
+    if req.n is not None and req.n > 1:
+        raise unsupported_parameter(kind, "n", "More than one choice (n > 1)")
+    if req.logprobs:
+        raise unsupported_parameter(kind, "logprobs", "Log probabilities")
+    if req.top_logprobs:
+        raise unsupported_parameter(kind, "top_logprobs", "Log probabilities")
+    if req.presence_penalty:
+        raise unsupported_parameter(kind, "presence_penalty", "A non-zero presence_penalty")
+    if req.frequency_penalty:
+        raise unsupported_parameter(kind, "frequency_penalty", "A non-zero frequency_penalty")
+    if req.logit_bias:
+        raise unsupported_parameter(kind, "logit_bias", "logit_bias")
+    if req.response_format is not None and req.response_format.type != "text":
+        raise unsupported_parameter(
+            kind, "response_format", f"response_format of type '{req.response_format.type}'"
+        )
+    if req.audio is not None:
+        raise unsupported_parameter(kind, "audio", "Audio output")
+    if req.modalities is not None and any(m != "text" for m in req.modalities):
+        raise unsupported_parameter(kind, "modalities", "An output modality other than text")
+    for field in ("prediction", "reasoning_effort", "verbosity", "web_search_options"):
+        if getattr(req, field) is not None:
+            raise unsupported_parameter(kind, field, f"'{field}'")
+    for field in ("functions", "function_call"):
+        if getattr(req, field) is not None:
+            raise unsupported_parameter(
+                kind, field, f"The legacy '{field}' parameter (use 'tools')"
+            )
+
+
+def check_temperature(t: float | None, kind: str) -> None:
+    """A ``temperature`` outside 0..1 is a 400: it is never rescaled."""
+    if t is not None and not 0.0 <= t <= 1.0:
+        raise bad_request(
+            f"'temperature' must be between 0 and 1 for provider kind '{kind}' (got {t:g}); "
+            "OpenAI's range is 0 to 2, and the gateway does not rescale it.",
+            "temperature",
+            "unsupported_value",
+        )
+
+
+def text_of(content: str | list[ContentPart] | None, param: str, kind: str) -> list[str]:
+    """Text pieces of a message that may only hold text (system, developer, tool)."""
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [content]
+    out = []
+    for j, part in enumerate(content):
+        if part.type != "text" or part.text is None:
+            raise bad_request(
+                f"Content parts of type '{part.type}' are not supported here by provider kind "
+                f"'{kind}'; only text is.",
+                f"{param}.content[{j}]",
+                "unsupported_content",
+            )
+        out.append(part.text)
+    return out
+
+
+def parse_data_url(url: str, param: str) -> tuple[str, str]:
+    """``data:<media type>;base64,<data>`` → (media type, data); anything else is a 400."""
+    header, sep, data = url[5:].partition(",")
+    media_type, _, params = header.partition(";")
+    if not sep or "base64" not in params.split(";") or not media_type:
+        raise bad_request(
+            "An image data URL must look like 'data:<media type>;base64,<data>'.",
+            param,
+            "invalid_image_url",
+        )
+    return media_type, data
+
+
+def content_blocks(
+    content: str | list[ContentPart] | None,
+    param: str,
+    assistant: bool,
+    kind: str,
+    text_block: Callable[[str], dict[str, Any]],
+    image_block: Callable[[str, str], dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """A user or assistant message's content as the provider's blocks: ``text_block(text)``
+    for text (and an assistant's refusal; empty texts are left out), ``image_block(url,
+    param)`` for a user's image; any other part is a 400."""
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [text_block(content)] if content else []
+    blocks: list[dict[str, Any]] = []
+    for j, part in enumerate(content):
+        ptype = part.type
+        if ptype == "text" and part.text is not None:
+            if part.text:
+                blocks.append(text_block(part.text))
+        elif ptype == "refusal" and assistant and part.refusal is not None:
+            if part.refusal:
+                blocks.append(text_block(part.refusal))
+        elif ptype == "image_url" and part.image_url is not None and not assistant:
+            blocks.append(image_block(part.image_url.url, f"{param}.content[{j}].image_url.url"))
+        else:
+            raise bad_request(
+                f"Content parts of type '{ptype}' are not supported by provider kind '{kind}'.",
+                f"{param}.content[{j}]",
+                "unsupported_content",
+            )
+    return blocks
+
+
+def invalid_image_url(param: str) -> GatewayError:
+    """An image URL that is neither http(s) nor a data URL."""
+    return bad_request(
+        "An image URL must be an http(s) URL or a base64 data URL.", param, "invalid_image_url"
+    )
+
+
+def tool_arguments(call: ToolCall, param: str, kind: str) -> dict[str, Any]:
+    """A tool call's arguments parsed (they must be a JSON object; blank means ``{}``)."""
+    args = call.function.arguments
+    if not args.strip():
+        return {}
+    try:
+        return _args_decoder.decode(args)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        raise bad_request(
+            f"The arguments of tool call '{call.id}' must be a JSON object; provider kind "
+            f"'{kind}' needs them parsed.",
+            f"{param}.function.arguments",
+            "invalid_tool_arguments",
+        ) from None
+
+
+def check_assistant_message(m: Message[Any], param: str, kind: str) -> None:
+    """Reject what an assistant message may carry but the provider cannot replay."""
+    if m.audio is not None:
+        raise unsupported_parameter(kind, f"{param}.audio", "A reference to earlier audio output")
+    if m.function_call is not None:
+        raise unsupported_parameter(
+            kind, f"{param}.function_call", "The legacy 'function_call' (use 'tool_calls')"
+        )
+
+
+def missing_tool_call_id(param: str) -> GatewayError:
+    return bad_request(
+        "A 'tool' message needs 'tool_call_id'.",
+        f"{param}.tool_call_id",
+        "missing_required_parameter",
+    )
+
+
+def unsupported_role(role: str, param: str, kind: str) -> GatewayError:
+    return bad_request(
+        f"Messages with role '{role}' are not supported by provider kind '{kind}'.",
+        f"{param}.role",
+        "unsupported_parameter",
+    )
+
+
+FunctionDefT = TypeVar("FunctionDefT", bound=FunctionDef)
+
+
+def function_of(tool: Tool[FunctionDefT], i: int, kind: str) -> FunctionDefT:
+    """The function of ``tools[i]``: other tool types and ``strict: true`` are rejected."""
+    fn = tool.function
+    if tool.type != "function" or fn is None:
+        raise unsupported_parameter(kind, f"tools[{i}]", f"A tool of type '{tool.type}'")
+    if fn.strict:
+        raise unsupported_parameter(
+            kind, f"tools[{i}].function.strict", "Strict schema adherence ('strict': true)"
+        )
+    return fn
+
+
+def tool_schema(parameters: msgspec.Raw) -> Any:
+    """A function's JSON-schema ``parameters``, an empty object schema when absent."""
+    if not parameters or bytes(parameters) == b"null":
+        return {"type": "object", "properties": {}}
+    return parameters
 
 
 # -- chat.completion ---------------------------------------------------------------------------
@@ -222,6 +508,49 @@ def chunk_end(client_usage: bool) -> bytes:
     """What closes every chunk after ``choices``: ``"usage":null`` when the client asked for
     stream usage (OpenAI's shape), then the end of the event."""
     return b',"usage":null}\n\n' if client_usage else b"}\n\n"
+
+
+class ChoiceChunks:
+    """The chunk framing of a stream with one choice: :meth:`_frame` precomputes the constant
+    bytes around each delta, :meth:`_chunk` writes one chunk. The class that mixes it in
+    sets ``_created`` and ``_client_usage`` first."""
+
+    __slots__ = (
+        "_client_usage",
+        "_created",
+        "_head",
+        "_id",
+        "_model",
+        "_tail",
+        "_text_head",
+        "_text_tail",
+    )
+
+    _client_usage: bool
+    _created: int
+
+    def _frame(self, cid: str, model: str) -> None:
+        """Precompute the constant bytes around each chunk's delta."""
+        self._id = cid
+        self._model = model
+        self._head = chunk_head(cid, self._created, model) + b'{"index":0,"delta":'
+        self._tail = b',"logprobs":null,"finish_reason":null}]' + chunk_end(self._client_usage)
+        self._text_head = self._head + b'{"content":'
+        self._text_tail = b"}" + self._tail
+
+    def _chunk(self, delta: bytes, finish: str | None = None) -> bytes:
+        if finish is None:
+            return self._head + delta + self._tail
+        return b"".join(
+            [
+                self._head,
+                delta,
+                b',"logprobs":null,"finish_reason":',
+                encode(finish),
+                b"}]",
+                chunk_end(self._client_usage),
+            ]
+        )
 
 
 def usage_chunk(head: bytes, usage: OUsage) -> bytes:
