@@ -72,6 +72,15 @@ def _request_id(value: bytes | None) -> bytes:
     return b"%s%010x" % (_RID_PREFIX, next(_rid_counter))
 
 
+def _routing_headers(target: Target, attempts: int, fallbacks: int) -> Headers:
+    """Which target served (``smart.targets[1]``), attempts made, fallbacks taken."""
+    return [
+        (b"x-fastgw-target", target.label_header),
+        (b"x-fastgw-attempts", b"%d" % attempts),
+        (b"x-fastgw-fallbacks", b"%d" % fallbacks),
+    ]
+
+
 class RelayFilter(Protocol):
     """Turns upstream stream bytes into client bytes, whole events only."""
 
@@ -574,6 +583,8 @@ class Gateway:
         rid: bytes,
         out: _Output = _OPENAI_OUT,
     ) -> None:
+        """Serve ``req`` from its model's targets: retries per target, then the next target
+        (fallback) — only before a byte of the answer reached the client."""
         found = self.router.resolve(req.model)
         if found is None:
             raise not_found(
@@ -582,7 +593,66 @@ class Gateway:
                 param="model",
             )
         route, default_model = found
-        target = route.targets[0]
+        targets = route.order()
+        attempts = fallbacks = 0
+        retry = route.retry
+        for i, target in enumerate(targets):
+            last_target = i + 1 == len(targets)
+            for attempt in range(retry.attempts):
+                attempts += 1
+                try:
+                    sent = await self._attempt(target, req, default_model, rid)
+                except GatewayError as err:
+                    if err.upstream_status is None and not err.transport:
+                        raise  # the request itself is refused (e.g. unsupported parameter)
+                    retryable = err.transport or err.upstream_status in retry.on_status
+                    wait = route.backoff(attempt)
+                    if err.retry_after is not None:
+                        wait = err.retry_after
+                        retryable = retryable and wait <= retry.max_retry_after
+                    if retryable and attempt + 1 < retry.attempts:
+                        await asyncio.sleep(wait)
+                        continue
+                    if not last_target and (
+                        err.transport or err.upstream_status in route.fallback_on
+                    ):
+                        fallbacks += 1
+                        break  # the next target
+                    err.headers.extend(_routing_headers(target, attempts, fallbacks))
+                    raise
+                resp, relay, stream, ctype = sent
+                routing = _routing_headers(target, attempts, fallbacks)
+                if relay is not None and stream:
+                    del req  # a stream may last minutes: hold no copy of the request
+                    filt = out.relay(relay)
+                    await self._relay_stream(receive, send, target, resp, filt, rid, out, routing)
+                    return
+                data = resp.body
+                if not target.provider.openai_shaped and relay is None:
+                    data = target.provider.transform_response(req, data)
+                    ctype = b"application/json"
+                if out is not _OPENAI_OUT:
+                    data = out.body(data)
+                    ctype = b"application/json"
+                headers = [
+                    (b"content-type", ctype),
+                    (b"content-length", b"%d" % len(data)),
+                    (b"x-request-id", rid),
+                    (b"x-fastgw-provider", target.provider_header),
+                    *routing,
+                ]
+                await send(
+                    {"type": "http.response.start", "status": resp.status, "headers": headers}
+                )
+                await send({"type": "http.response.body", "body": data})
+                return
+        raise AssertionError("unreachable: the last target raises or answers")  # pragma: no cover
+
+    async def _attempt(
+        self, target: Target, req: ParsedRequest, default_model: str, rid: bytes
+    ) -> tuple[Response, RelayFilter | None, bool, bytes]:
+        """One attempt on one target, up to the answer's head: the response, the relay
+        filter for a stream, whether it streams, its content type. Failures raise."""
         client = self.client
         if client is None:
             raise GatewayError(503, "The gateway is starting.", "unavailable", "not_ready")
@@ -611,7 +681,6 @@ class Gateway:
                 stream_type = provider.stream_content_type
             else:
                 relay = _Translated(provider.new_stream(req, model), self.max_event)
-            del req  # a stream may last minutes: hold no copy of the request
         del ureq
         try:
             resp = await client.request(target.wire.origin, data, target.timeouts, stream)
@@ -636,24 +705,7 @@ class Gateway:
                 raise upstream_errors.error_response(target, resp)
         except UpstreamError as e:
             raise upstream_errors.transport_error(e, target) from None
-        if relay is not None and stream:
-            await self._relay_stream(receive, send, target, resp, out.relay(relay), rid, out)
-            return
-        data = resp.body
-        if not provider.openai_shaped and relay is None:
-            data = provider.transform_response(req, data)
-            ctype = b"application/json"
-        if out is not _OPENAI_OUT:
-            data = out.body(data)
-            ctype = b"application/json"
-        headers = [
-            (b"content-type", ctype),
-            (b"content-length", b"%d" % len(data)),
-            (b"x-request-id", rid),
-            (b"x-fastgw-provider", target.provider_header),
-        ]
-        await send({"type": "http.response.start", "status": resp.status, "headers": headers})
-        await send({"type": "http.response.body", "body": data})
+        return resp, relay, stream, ctype
 
     async def _relay_stream(
         self,
@@ -664,6 +716,7 @@ class Gateway:
         filt: RelayFilter,
         rid: bytes,
         out: _Output = _OPENAI_OUT,
+        routing: Headers | None = None,
     ) -> None:
         """Relay an SSE stream event by event; a client disconnect cancels the upstream."""
         task = asyncio.current_task()
@@ -674,6 +727,7 @@ class Gateway:
                 *_SSE_HEADERS,
                 (b"x-request-id", rid),
                 (b"x-fastgw-provider", target.provider_header),
+                *(routing or ()),
             ]
             await send({"type": "http.response.start", "status": resp.status, "headers": headers})
             try:

@@ -177,6 +177,57 @@ def gateway_config(mock: Proc) -> dict[str, Any]:
             "hasty": {"targets": [{"provider": "hasty", "model": "m"}]},
             "dead": {"targets": [{"provider": "dead", "model": "m"}]},
             "gemini-flash": {"targets": [{"provider": "gem", "model": "gemini-2.5-flash"}]},
+            # routing (issue 4): fallback, retries, load balancing
+            "fb-dead": {
+                "targets": [{"provider": "dead", "model": "m"}, {"provider": "mock", "model": "fb"}]
+            },
+            "fb-503": {
+                "targets": [
+                    {
+                        "provider": "mock",
+                        "model": "bad",
+                        "override_params": {"mock": {"status": 503}},
+                    },
+                    {"provider": "mock", "model": "good"},
+                ]
+            },
+            "fb-400": {
+                "targets": [
+                    {
+                        "provider": "mock",
+                        "model": "bad",
+                        "override_params": {"mock": {"status": 400}},
+                    },
+                    {"provider": "mock", "model": "good"},
+                ]
+            },
+            "retry-503": {
+                "retry": {"attempts": 3, "backoff": "10ms"},
+                "targets": [
+                    {
+                        "provider": "mock",
+                        "model": "bad",
+                        "override_params": {"mock": {"status": 503}},
+                    }
+                ],
+            },
+            "retry-429": {
+                "retry": {"attempts": 2},
+                "targets": [
+                    {
+                        "provider": "mock",
+                        "model": "bad",
+                        "override_params": {"mock": {"status": 429, "retry_after": 1}},
+                    }
+                ],
+            },
+            "lb": {
+                "strategy": "loadbalance",
+                "targets": [
+                    {"provider": "mock", "model": "heavy", "weight": 3},
+                    {"provider": "mock", "model": "light", "weight": 1},
+                ],
+            },
             "claude-sonnet": {"targets": [{"provider": "claude", "model": "claude-sonnet-4-5"}]},
             "bedrock-claude": {
                 "targets": [

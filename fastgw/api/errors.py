@@ -43,6 +43,12 @@ class GatewayError(Exception):
         self.code = code
         self.param = param
         self.headers = headers or []
+        #: Set for upstream failures: the provider's HTTP status (None: no answer at all).
+        self.upstream_status: int | None = None
+        #: The upstream failed without answering (connect, timeout, dropped): worth a retry.
+        self.transport = False
+        #: Seconds the provider asked to wait (its Retry-After), when it said.
+        self.retry_after: float | None = None
 
     def body(self) -> bytes:
         return _encoder.encode(

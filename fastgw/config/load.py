@@ -270,6 +270,22 @@ def _semantic_checks(cfg: GatewayConfig, fail: typing.Callable[[str, str], None]
             fail(f"models.{mname}", "a model pattern may contain at most one '*'")
         if not m.targets:
             fail(f"models.{mname}.targets", "at least one target is required")
+        if m.strategy not in ("fallback", "loadbalance"):
+            fail(
+                f"models.{mname}.strategy",
+                f"expected 'fallback' or 'loadbalance', got {m.strategy!r}",
+            )
+        if m.retry.attempts < 1:
+            fail(f"models.{mname}.retry.attempts", "must be at least 1")
+        for field, statuses in (
+            ("fallback_on", m.fallback_on),
+            ("retry.on_status", m.retry.on_status),
+        ):
+            for st in statuses:
+                if not 400 <= st <= 599:
+                    fail(f"models.{mname}.{field}", f"{st} is not an HTTP error status")
+        if m.strategy == "loadbalance" and not any(t.weight > 0 for t in m.targets):
+            fail(f"models.{mname}.targets", "loadbalance needs a target with a weight above 0")
         for i, t in enumerate(m.targets):
             if t.provider not in cfg.providers:
                 known = ", ".join(cfg.providers) or "none defined"
@@ -277,6 +293,8 @@ def _semantic_checks(cfg: GatewayConfig, fail: typing.Callable[[str, str], None]
                     f"models.{mname}.targets[{i}].provider",
                     f"unknown provider {t.provider!r} (known: {known})",
                 )
+            if t.weight < 0:
+                fail(f"models.{mname}.targets[{i}].weight", "cannot be negative")
             if t.model is not None and not t.model:
                 fail(f"models.{mname}.targets[{i}].model", "cannot be empty")
             for key in t.override_params:

@@ -74,6 +74,18 @@ class ProviderConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     max_connections: int = 10000
 
 
+class RetryConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    #: Attempts per target (1 = no retry).
+    attempts: int = 1
+    #: Upstream statuses retried (connection failures and timeouts always are).
+    on_status: list[int] = msgspec.field(default_factory=lambda: [429, 500, 502, 503, 504])
+    #: First wait; doubled each retry (with jitter), at most ``max_backoff``.
+    backoff: Duration = 0.25
+    max_backoff: Duration = 5.0
+    #: An upstream's ``Retry-After`` is honoured up to this; longer → no retry on this target.
+    max_retry_after: Duration = 10.0
+
+
 class TargetConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     provider: str
     #: Upstream model name; omitted = the name the client asked for (or the part a `*` matched).
@@ -81,10 +93,19 @@ class TargetConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     #: Request fields set (overriding the client's) on every request to this target, e.g.
     #: ``{temperature: 0, max_tokens: 1024}``; a null value removes the field.
     override_params: dict[str, object] = {}
+    #: ``loadbalance``: relative share of requests.
+    weight: float = 1.0
 
 
 class ModelConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     targets: list[TargetConfig]
+    #: ``fallback``: targets in order, the next one when a target fails; ``loadbalance``: one
+    #: target drawn by weight, the others (drawn likewise) as its fallbacks.
+    strategy: str = "fallback"
+    #: Upstream statuses that move on to the next target (connection failures and timeouts
+    #: always do). Only before the first byte reached the client.
+    fallback_on: list[int] = msgspec.field(default_factory=lambda: [429, 500, 502, 503, 504])
+    retry: RetryConfig = msgspec.field(default_factory=RetryConfig)
     timeout: TimeoutConfig | None = None
     #: Request fields set on every request to this model (a target's own win).
     override_params: dict[str, object] = {}

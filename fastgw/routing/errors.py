@@ -16,7 +16,13 @@ def _seconds(x: float) -> str:
 
 
 def transport_error(exc: UpstreamError, target: Target) -> GatewayError:
-    """Map an UpstreamError to the error the client sees."""
+    """Map an UpstreamError to the error the client sees (marked ``transport``)."""
+    err = _transport_error(exc, target)
+    err.transport = True
+    return err
+
+
+def _transport_error(exc: UpstreamError, target: Target) -> GatewayError:
     name = target.provider.name
     t = target.timeouts
     kind = exc.kind
@@ -64,4 +70,7 @@ def error_response(target: Target, resp: Response) -> GatewayError:
     if retry_after and err.status in (429, 503):
         err.headers.append((b"retry-after", retry_after))
     err.headers.append((b"x-fastgw-upstream-status", b"%d" % resp.status))
+    err.upstream_status = resp.status
+    if retry_after and retry_after.isdigit():
+        err.retry_after = float(retry_after)
     return err

@@ -7,6 +7,8 @@ the requested name) upstream.
 
 from __future__ import annotations
 
+import random
+
 import msgspec
 
 from ..config import ConfigError
@@ -19,7 +21,16 @@ from ..upstream.wire import Wire
 class Target:
     """One place a model is served: a provider, the upstream model name, timeouts."""
 
-    __slots__ = ("label", "model", "overrides", "provider", "provider_header", "timeouts", "wire")
+    __slots__ = (
+        "label",
+        "label_header",
+        "model",
+        "overrides",
+        "provider",
+        "provider_header",
+        "timeouts",
+        "wire",
+    )
 
     def __init__(
         self,
@@ -38,18 +49,42 @@ class Target:
         }
         self.model = model
         self.label = label
+        self.label_header = label.encode()
         self.provider_header = provider.name.encode()
         self.timeouts = Timeouts(timeouts.connect, timeouts.first_byte, timeouts.total)
         self.wire = wire
 
 
 class Route:
-    __slots__ = ("name", "pattern", "targets")
+    """A model's targets and how to use them: the strategy, retries, fallback statuses."""
 
-    def __init__(self, name: str, targets: list[Target]) -> None:
+    __slots__ = ("fallback_on", "name", "pattern", "retry", "strategy", "targets", "weights")
+
+    def __init__(self, name: str, targets: list[Target], cfg: ModelConfig | None = None) -> None:
         self.name = name
         self.pattern = "*" in name
         self.targets = targets
+        cfg = cfg or ModelConfig(targets=[])
+        self.strategy = cfg.strategy
+        self.fallback_on = frozenset(cfg.fallback_on)
+        self.retry = cfg.retry
+        self.weights = [t.weight for t in cfg.targets] or [1.0] * len(targets)
+
+    def order(self) -> list[Target]:
+        """The targets to try, first choice first."""
+        if self.strategy != "loadbalance" or len(self.targets) == 1:
+            return self.targets
+        # weighted draw without replacement: the first is the pick, the rest its fallbacks
+        keyed = [
+            (random.random() ** (1.0 / w) if w > 0 else -1.0, i) for i, w in enumerate(self.weights)
+        ]
+        keyed.sort(reverse=True)
+        return [self.targets[i] for k, i in keyed if k >= 0]
+
+    def backoff(self, attempt: int) -> float:
+        """Seconds to wait before retry number ``attempt + 1``: exponential, full jitter."""
+        r = self.retry
+        return random.uniform(0, min(r.max_backoff, r.backoff * (2**attempt)))
 
 
 def _timeouts(*layers: TimeoutConfig | None) -> TimeoutConfig:
@@ -77,7 +112,7 @@ class Router:
         self.exact: dict[str, Route] = {}
         patterns: list[tuple[str, str, Route]] = []
         for name, m in cfg.models.items():
-            route = Route(name, self._targets(name, m, cfg))
+            route = Route(name, self._targets(name, m, cfg), m)
             if "*" in name:
                 prefix, _, suffix = name.partition("*")
                 patterns.append((prefix, suffix, route))

@@ -244,3 +244,55 @@ def test_third_party_kind_from_an_entry_point(monkeypatch: pytest.MonkeyPatch) -
         assert registry.build_provider("x", cfg.providers["x"]).name == "x"
     finally:
         registry._KINDS = None
+
+
+def test_route_order_and_backoff() -> None:
+    cfg = validate(
+        {
+            "providers": {"p": {"kind": "openai"}},
+            "models": {
+                "fb": {
+                    "targets": [{"provider": "p", "model": "a"}, {"provider": "p", "model": "b"}]
+                },
+                "lb": {
+                    "strategy": "loadbalance",
+                    "retry": {"attempts": 3, "backoff": "100ms", "max_backoff": "250ms"},
+                    "targets": [
+                        {"provider": "p", "model": "a", "weight": 1},
+                        {"provider": "p", "model": "b", "weight": 0},
+                        {"provider": "p", "model": "c", "weight": 3},
+                    ],
+                },
+            },
+        },
+        env={},
+    )
+    r = Router(cfg)
+    assert [t.model for t in r.exact["fb"].order()] == ["a", "b"]
+    lb = r.exact["lb"]
+    firsts = [lb.order()[0].model for _ in range(4000)]
+    assert "b" not in firsts  # weight 0: never drawn
+    assert 2700 <= firsts.count("c") <= 3300  # 3:1 → 3000 expected
+    assert all(len(lb.order()) == 2 for _ in range(10))
+    waits = [lb.backoff(a) for a in range(5) for _ in range(50)]
+    assert all(0 <= w <= 0.25 for w in waits)
+    with pytest.raises(ConfigError) as e:
+        validate(
+            {
+                "providers": {"p": {"kind": "openai"}},
+                "models": {
+                    "m": {
+                        "strategy": "roundrobin",
+                        "retry": {"attempts": 0, "on_status": [200]},
+                        "targets": [{"provider": "p", "weight": -1}],
+                    }
+                },
+            },
+            env={},
+        )
+    assert "models.m.strategy: expected 'fallback' or 'loadbalance', got 'roundrobin'" in (
+        e.value.errors
+    )
+    assert "models.m.retry.attempts: must be at least 1" in e.value.errors
+    assert "models.m.retry.on_status: 200 is not an HTTP error status" in e.value.errors
+    assert "models.m.targets[0].weight: cannot be negative" in e.value.errors
