@@ -73,9 +73,12 @@ def _request_id(value: bytes | None) -> bytes:
 
 
 def _routing_headers(target: Target, attempts: int, fallbacks: int) -> Headers:
-    """Which target served (``smart.targets[1]``), attempts made, fallbacks taken."""
+    """Which target served (``smart.targets[1]``); attempts made and fallbacks taken when
+    there were any beyond the first attempt (absent: 1 and 0 — fewer headers per answer)."""
+    if attempts == 1:
+        return target.routing_headers  # prebuilt, never mutated
     return [
-        (b"x-fastgw-target", target.label_header),
+        *target.routing_headers,
         (b"x-fastgw-attempts", b"%d" % attempts),
         (b"x-fastgw-fallbacks", b"%d" % fallbacks),
     ]

@@ -23,11 +23,11 @@ class Target:
 
     __slots__ = (
         "label",
-        "label_header",
         "model",
         "overrides",
         "provider",
         "provider_header",
+        "routing_headers",
         "timeouts",
         "wire",
     )
@@ -49,7 +49,8 @@ class Target:
         }
         self.model = model
         self.label = label
-        self.label_header = label.encode()
+        #: The response header naming this target (``x-fastgw-target``), built once.
+        self.routing_headers = [(b"x-fastgw-target", label.encode())]
         self.provider_header = provider.name.encode()
         self.timeouts = Timeouts(timeouts.connect, timeouts.first_byte, timeouts.total)
         self.wire = wire
