@@ -27,7 +27,7 @@ from .asgi import ASGIApp, Message, Receive, Scope, Send
 from .config import GatewayConfig, resolve_config
 from .providers.base import ByteStreamProvider, StreamTranslator
 from .providers.registry import kinds
-from .routing import Router, Target
+from .routing import Route, Router, Target
 from .routing import errors as upstream_errors
 from .upstream import Client, Response, UpstreamError
 
@@ -343,7 +343,9 @@ class Gateway:
             if route is None:
                 ingress = self.ingress.get(path)
                 if ingress is not None and scope["method"] == "POST":
-                    await self._anthropic_ingress(ingress, scope, receive, send, ctx_id)
+                    await self._anthropic_ingress(
+                        ingress, scope, receive, send, ctx_id, content_length
+                    )
                     return
                 if self.demo is not None and path.startswith("/_demo/"):
                     await self.demo(scope, receive, send)
@@ -358,13 +360,14 @@ class Gateway:
                     headers=[(b"allow", method.encode())],
                 )
             if isinstance(action, Endpoint):
-                msg = await receive()
-                body = msg.get("body", b"")
-                if msg.get("more_body", False) or len(body) > self.max_body:
-                    body = await self._read_body(receive, content_length, body, msg)
-                req = parse_request(action, body)
-                del body, msg  # a stream may last minutes: hold no copy of the request
-                await self._proxy(receive, send, req, ctx_id)
+                # passed without a local, so _proxy alone holds the request (and drops it
+                # while a stream runs)
+                await self._proxy(
+                    receive,
+                    send,
+                    parse_request(action, await self._read_body(receive, content_length)),
+                    ctx_id,
+                )
             else:
                 await action(send, ctx_id)
         except GatewayError as err:
@@ -378,13 +381,15 @@ class Gateway:
             with contextlib.suppress(Exception):  # fails only if the response had started
                 await self._send_error(send, internal, ctx_id)
 
-    async def _read_body(
-        self, receive: Receive, content_length: int, body: bytes, msg: Message
-    ) -> bytes:
-        """The rest of a request body that did not come in one message, at most
-        ``max_body_bytes``. A larger body is still read (and dropped) up to ``_DRAIN_LIMIT``
-        past the limit, so the client gets its 413 instead of a reset while it is writing."""
+    async def _read_body(self, receive: Receive, content_length: int) -> bytes:
+        """The request body, at most ``max_body_bytes``. A larger body is still read (and
+        dropped) up to ``_DRAIN_LIMIT`` past the limit, so the client gets its 413 instead of
+        a reset while it is writing."""
         limit = self.max_body
+        msg = await receive()
+        body: bytes = msg.get("body", b"")
+        if not msg.get("more_body", False) and len(body) <= limit:
+            return body  # the common case: one message
         if content_length > limit + _DRAIN_LIMIT:
             raise self._too_large()
         parts = [body]
@@ -408,8 +413,12 @@ class Gateway:
             code="request_too_large",
         )
 
-    async def _send_error(self, send: Send, err: GatewayError, request_id: bytes) -> None:
-        body = err.body()
+    async def _send_error(
+        self, send: Send, err: GatewayError, request_id: bytes, body: bytes | None = None
+    ) -> None:
+        """``err`` as the answer: OpenAI's error body unless another API's ``body`` is given."""
+        if body is None:
+            body = err.body()
         headers = [
             _JSON,
             (b"content-length", str(len(body)).encode()),
@@ -449,31 +458,23 @@ class Gateway:
     # -- the Anthropic Messages API in front -------------------------------------------------
 
     async def _anthropic_ingress(
-        self, handler: IngressHandler, scope: Scope, receive: Receive, send: Send, rid: bytes
+        self,
+        handler: IngressHandler,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        rid: bytes,
+        content_length: int,
     ) -> None:
         """Read the body and run ``handler``; errors in Anthropic's shape."""
         try:
-            msg = await receive()
-            body = msg.get("body", b"")
-            if msg.get("more_body", False) or len(body) > self.max_body:
-                length = -1
-                for name, value in scope["headers"]:
-                    if name == b"content-length" and value.isdigit():
-                        length = int(value)
-                body = await self._read_body(receive, length, body, msg)
+            body = await self._read_body(receive, content_length)
             await handler(scope, receive, send, body, rid)
         except GatewayError as err:
-            data = anthropic_api.error_body(err)
-            headers = [
-                _JSON,
-                (b"content-length", b"%d" % len(data)),
-                (b"x-request-id", rid),
-                *err.headers,
-            ]
-            await send({"type": "http.response.start", "status": err.status, "headers": headers})
-            await send({"type": "http.response.body", "body": data})
+            await self._send_error(send, err, rid, anthropic_api.error_body(err))
 
-    def _resolve(self, model: str) -> tuple[Target, str]:
+    def _resolve(self, model: str) -> tuple[Route, str]:
+        """The route serving ``model`` and the upstream name for targets that name none."""
         found = self.router.resolve(model)
         if found is None:
             raise not_found(
@@ -481,14 +482,14 @@ class Gateway:
                 code="model_not_found",
                 param="model",
             )
-        route, default_model = found
-        return route.targets[0], default_model
+        return found
 
     async def _messages(
         self, scope: Scope, receive: Receive, send: Send, body: bytes, rid: bytes
     ) -> None:
         mreq = anthropic_api.parse_messages(body)
-        target, default_model = self._resolve(mreq.model)
+        route, default_model = self._resolve(mreq.model)
+        target = route.targets[0]
         if target.provider.kind == "anthropic":
             await self._anthropic_passthrough(
                 scope, receive, send, "/messages", mreq.raw, mreq.stream, target, default_model, rid
@@ -501,7 +502,8 @@ class Gateway:
         self, scope: Scope, receive: Receive, send: Send, body: bytes, rid: bytes
     ) -> None:
         mreq = anthropic_api.parse_messages(_with_max_tokens(body))
-        target, default_model = self._resolve(mreq.model)
+        route, default_model = self._resolve(mreq.model)
+        target = route.targets[0]
         if target.provider.kind == "anthropic":
             await self._anthropic_passthrough(
                 scope,
@@ -588,14 +590,7 @@ class Gateway:
     ) -> None:
         """Serve ``req`` from its model's targets: retries per target, then the next target
         (fallback) — only before a byte of the answer reached the client."""
-        found = self.router.resolve(req.model)
-        if found is None:
-            raise not_found(
-                f"The model '{req.model}' does not exist on this gateway.",
-                code="model_not_found",
-                param="model",
-            )
-        route, default_model = found
+        route, default_model = self._resolve(req.model)
         targets = route.order()
         attempts = fallbacks = 0
         retry = route.retry
