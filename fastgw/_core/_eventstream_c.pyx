@@ -18,6 +18,8 @@ from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memmove
 
+from fastgw._core._buf cimport buf_append
+
 import zlib
 
 __all__ = ["EventMessage", "EventStreamDecoder", "EventStreamError", "encode_message"]
@@ -267,20 +269,7 @@ cdef class EventStreamDecoder:
         return self._size
 
     cdef int _append(self, const unsigned char* p, Py_ssize_t n) except -1:
-        cdef Py_ssize_t need = self._size + n
-        cdef Py_ssize_t cap
-        cdef unsigned char* nb
-        if need > self._cap:
-            cap = self._cap * 2 if self._cap else _MIN_CAP
-            while cap < need:
-                cap *= 2
-            nb = <unsigned char*>PyMem_Realloc(self._buf, <size_t>cap)
-            if nb == NULL:
-                raise MemoryError()
-            self._buf = nb
-            self._cap = cap
-        memcpy(self._buf + self._size, p, <size_t>n)
-        self._size = need
+        self._buf = buf_append(self._buf, &self._size, &self._cap, p, n, _MIN_CAP)
         return 0
 
     cdef void _drop(self) noexcept:

@@ -14,6 +14,8 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 from cpython.mem cimport PyMem_Free, PyMem_Realloc
 from libc.string cimport memchr, memcmp, memcpy
 
+from fastgw._core._buf cimport buf_append
+
 __all__ = ["HTTPParseError", "ResponseParser"]
 
 
@@ -357,20 +359,7 @@ cdef class ResponseParser:
         self.complete = True
 
     cdef int _append(self, const unsigned char* p, Py_ssize_t n) except -1:
-        cdef Py_ssize_t need = self._size + n
-        cdef Py_ssize_t cap
-        cdef unsigned char* nb
-        if need > self._cap:
-            cap = self._cap * 2 if self._cap else _MIN_CAP
-            while cap < need:
-                cap *= 2
-            nb = <unsigned char*>PyMem_Realloc(self._buf, <size_t>cap)
-            if nb == NULL:
-                raise MemoryError()
-            self._buf = nb
-            self._cap = cap
-        memcpy(self._buf + self._size, p, <size_t>n)
-        self._size = need
+        self._buf = buf_append(self._buf, &self._size, &self._cap, p, n, _MIN_CAP)
         return 0
 
     cdef inline int _add_seg(self, Py_ssize_t off, Py_ssize_t n) except -1:

@@ -13,6 +13,8 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from libc.string cimport memchr, memcmp, memcpy, memmove
 
+from fastgw._core._buf cimport buf_append
+
 __all__ = [
     "EventTooLarge",
     "SSEEvent",
@@ -120,26 +122,8 @@ cdef class _Framer:
         self.id_off = -1
         self.data_acc = None
 
-    cdef int _resize(self, Py_ssize_t new_cap) except -1:
-        cdef unsigned char* nb = <unsigned char*>PyMem_Realloc(self.buf, <size_t>new_cap)
-        if nb is NULL:
-            raise MemoryError()
-        self.buf = nb
-        self.cap = new_cap
-        return 0
-
     cdef int _append(self, const unsigned char* p, Py_ssize_t n) except -1:
-        cdef Py_ssize_t need = self.size + n
-        cdef Py_ssize_t new_cap
-        if need > self.cap:
-            new_cap = self.cap * 2
-            if new_cap < need:
-                new_cap = need
-            if new_cap < _MIN_CAP:
-                new_cap = _MIN_CAP
-            self._resize(new_cap)
-        memcpy(self.buf + self.size, p, <size_t>n)
-        self.size = need
+        self.buf = buf_append(self.buf, &self.size, &self.cap, p, n, _MIN_CAP)
         return 0
 
     cdef int _line(self, Py_ssize_t start, Py_ssize_t end) except -1:
