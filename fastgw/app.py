@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import math
 import os
 import sys
+import time
 import traceback
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
@@ -24,12 +26,14 @@ from .api import anthropic as anthropic_api
 from .api.errors import GatewayError, bad_request, not_found
 from .api.openai import Endpoint, ParsedRequest, parse_request
 from .asgi import ASGIApp, Message, Receive, Scope, Send
-from .config import GatewayConfig, resolve_config
+from .config import GatewayConfig, parse_duration, resolve_config
 from .providers.base import ByteStreamProvider, StreamTranslator
 from .providers.registry import kinds
 from .routing import Route, Router, Target
 from .routing import errors as upstream_errors
-from .upstream import Client, Response, UpstreamError
+from .routing.conditions import RequestFacts
+from .routing.health import DENY, PASS
+from .upstream import Client, Response, Timeouts, UpstreamError
 
 Headers = list[tuple[bytes, bytes]]
 Handler = Callable[[Send, bytes], Awaitable[None]]
@@ -192,6 +196,45 @@ class _AnthropicOutput(_Output):
 
     def error_event(self, err: GatewayError) -> bytes:
         return anthropic_api.error_event(err)
+
+
+class _PassthroughOutput(_Output):
+    """The Messages API answered by an Anthropic target: bytes as they are."""
+
+    def error_event(self, err: GatewayError) -> bytes:
+        return anthropic_api.error_event(err)
+
+
+_PASSTHROUGH = _PassthroughOutput()
+
+
+class _Sent:
+    """An attempt that got an answer: the response (a stream's first bytes read), how to
+    relay it, and what the client's API wants of it."""
+
+    __slots__ = ("ctype", "first", "native", "out", "relay", "request", "resp", "stream")
+
+    def __init__(
+        self,
+        resp: Response,
+        relay: RelayFilter | None,
+        stream: bool,
+        ctype: bytes,
+        first: bytes,
+        out: _Output,
+        request: ParsedRequest | None,
+        native: bool,
+    ) -> None:
+        self.resp = resp
+        self.relay = relay
+        self.stream = stream
+        self.ctype = ctype
+        self.first = first
+        self.out = out
+        #: The request, kept for ``transform_response`` when the answer is not OpenAI's.
+        self.request = request
+        #: The body is the provider's own shape (``transform_response`` turns it into OpenAI's).
+        self.native = native
 
 
 class _DisconnectWatch:
@@ -367,6 +410,8 @@ class Gateway:
                     send,
                     parse_request(action, await self._read_body(receive, content_length)),
                     ctx_id,
+                    _OPENAI_OUT,
+                    scope["headers"],
                 )
             else:
                 await action(send, ctx_id)
@@ -488,172 +533,235 @@ class Gateway:
         self, scope: Scope, receive: Receive, send: Send, body: bytes, rid: bytes
     ) -> None:
         mreq = anthropic_api.parse_messages(body)
-        route, default_model = self._resolve(mreq.model)
-        target = route.targets[0]
-        if target.provider.kind == "anthropic":
-            await self._anthropic_passthrough(
-                scope, receive, send, "/messages", mreq.raw, mreq.stream, target, default_model, rid
-            )
-            return
-        oreq = parse_request(Endpoint.CHAT, anthropic_api.to_openai_chat(mreq))
-        await self._proxy(receive, send, oreq, rid, _AnthropicOutput(mreq.model, rid))
+        await self._proxy(
+            receive, send, None, rid, _AnthropicOutput(mreq.model, rid), scope["headers"], mreq
+        )
 
     async def _count_tokens(
         self, scope: Scope, receive: Receive, send: Send, body: bytes, rid: bytes
     ) -> None:
         mreq = anthropic_api.parse_messages(_with_max_tokens(body))
         route, default_model = self._resolve(mreq.model)
-        target = route.targets[0]
-        if target.provider.kind == "anthropic":
-            await self._anthropic_passthrough(
-                scope,
-                receive,
-                send,
-                "/messages/count_tokens",
-                body,
-                False,
-                target,
-                default_model,
-                rid,
-            )
+        facts = self._facts(scope["headers"], body, mreq.model)
+        targets = route.order(facts)
+        target = targets[0] if targets else None
+        if target is not None and target.provider.kind == "anthropic":
+            await self._count_tokens_upstream(scope, send, body, target, default_model, rid)
             return
         data = _encoder.encode({"input_tokens": anthropic_api.estimate_input_tokens(mreq)})
         await self._send_json(send, 200, data, [_JSON, (b"x-request-id", rid)])
 
-    async def _anthropic_passthrough(
+    async def _count_tokens_upstream(
         self,
         scope: Scope,
-        receive: Receive,
         send: Send,
-        path: str,
         raw: bytes,
-        stream: bool,
         target: Target,
         default_model: str,
         rid: bytes,
     ) -> None:
-        """A Messages request to an Anthropic target: the client's bytes (model renamed when
-        the target says so), the answer relayed as it is."""
-        client = self.client
-        if client is None:
-            raise GatewayError(503, "The gateway is starting.", "unavailable", "not_ready")
-        model = target.model or default_model
-        fields = _raw_fields(raw)
-        if fields is not None and target.model is not None:
-            fields["model"] = msgspec.Raw(_encoder.encode(model))
-            raw = _encoder.encode(fields)
-        headers = {"x-request-id": rid.decode()}
-        for name, value in scope["headers"]:
-            if name == b"anthropic-beta":
-                headers["anthropic-beta"] = value.decode("latin-1")
-        if stream:
-            headers["accept"] = "text/event-stream"
-        data = target.wire.request(path, headers, raw)
-        del raw, fields
+        """count_tokens for a model served by Anthropic: asked of Anthropic, relayed as is."""
+        client = self._client()
+        data = _passthrough_request(
+            scope["headers"], raw, target, default_model, rid, "/messages/count_tokens"
+        )
         try:
-            resp = await client.request(target.wire.origin, data, target.timeouts, stream)
-            if stream and resp.status >= 400:
-                await resp.read()
-                stream = False
+            resp = await client.request(target.wire.origin, data, target.timeouts, False)
         except UpstreamError as e:
             raise upstream_errors.transport_error(e, target) from None
-        if stream:
-            relay = sse.StreamFilter(False, self.max_event)
-            out = _AnthropicOutput(model, rid)
-            await self._relay_stream(receive, send, target, resp, relay, rid, out)
-            return
-        body = resp.body
-        secret = self.secrets.get(target.provider.name)
-        if resp.status >= 400 and secret and secret.encode() in body:
-            body = body.replace(secret.encode(), b"***")  # never echo the provider's key
+        if resp.status >= 400:
+            raise upstream_errors.error_response(target, resp)
         headers_out = [
             (b"content-type", resp.header(b"content-type") or b"application/json"),
-            (b"content-length", b"%d" % len(body)),
             (b"x-request-id", rid),
             (b"x-fastgw-provider", target.provider_header),
         ]
-        retry_after = resp.header(b"retry-after")
-        if retry_after:
-            headers_out.append((b"retry-after", retry_after))
-        await send({"type": "http.response.start", "status": resp.status, "headers": headers_out})
-        await send({"type": "http.response.body", "body": body})
+        await self._send_json(send, resp.status, resp.body, headers_out)
 
     # -- the proxy ------------------------------------------------------------------------
+
+    def _client(self) -> Client:
+        client = self.client
+        if client is None:
+            raise GatewayError(503, "The gateway is starting.", "unavailable", "not_ready")
+        return client
+
+    def _facts(self, headers: Headers, raw: bytes, model: str) -> RequestFacts:
+        """What routing may look at; the x-fastgw-* request controls checked (400 if bad)."""
+        facts = RequestFacts(headers, raw, model)
+        for name, value in headers:
+            if not name.startswith(b"x-fastgw-"):
+                continue
+            if name == b"x-fastgw-metadata":
+                facts.set_metadata(value, self.cfg.routing.max_metadata_bytes)
+            elif name == b"x-fastgw-region":
+                facts.require_region = _header_set(value, "x-fastgw-region")
+            elif name == b"x-fastgw-tags":
+                facts.require_tags = _header_set(value, "x-fastgw-tags")
+            elif name == b"x-fastgw-timeout":
+                facts.timeout = _header_timeout(value, self.cfg.routing.max_request_timeout)
+        return facts
 
     async def _proxy(
         self,
         receive: Receive,
         send: Send,
-        req: ParsedRequest,
+        req: ParsedRequest | None,
         rid: bytes,
-        out: _Output = _OPENAI_OUT,
+        out: _Output,
+        headers: Headers,
+        mreq: anthropic_api.MessagesRequest | None = None,
     ) -> None:
-        """Serve ``req`` from its model's targets: retries per target, then the next target
-        (fallback) — only before a byte of the answer reached the client."""
-        route, default_model = self._resolve(req.model)
-        targets = route.order()
+        """Serve a request from its model's targets in the order the route gives: retries
+        per target, then the next target (fallback) — only before a byte of the answer
+        reached the client. Targets whose breaker is open are skipped. ``req`` is the OpenAI
+        form; for the Messages API ``mreq`` is the client's request (passed through as it
+        is to Anthropic targets, translated to ``req`` for the others)."""
+        if mreq is not None:
+            model, raw = mreq.model, mreq.raw
+        else:
+            assert req is not None
+            model, raw = req.model, req.raw
+        route, default_model = self._resolve(model)
+        facts = self._facts(headers, raw, model)
+        del raw
+        targets = route.order(facts)
+        deadline = None if facts.timeout is None else time.monotonic() + facts.timeout
         attempts = fallbacks = 0
-        retry = route.retry
-        for i, target in enumerate(targets):
-            last_target = i + 1 == len(targets)
+        last_err: GatewayError | None = None
+        open_wait: float | None = None
+        for target in targets:
+            retry = target.retry
+            br = target.breaker
+            st = target.stats
             for attempt in range(retry.attempts):
+                timeouts = target.timeouts
+                now = 0.0
+                if deadline is not None:
+                    now = time.monotonic()
+                    cut = _within(timeouts, deadline - now)
+                    if cut is None:
+                        raise _deadline_error(facts, target, attempts, fallbacks)
+                    timeouts = cut
+                token = PASS
+                if br is not None:
+                    now = now or time.monotonic()
+                    token = br.allow(now)
+                    if token == DENY:
+                        wait = br.retry_after(now)
+                        open_wait = wait if open_wait is None else min(open_wait, wait)
+                        break  # out for a cool-down: the next target
+                if st is not None:
+                    st.inflight += 1
+                    now = now or time.monotonic()
                 attempts += 1
                 try:
-                    sent = await self._attempt(target, req, default_model, rid)
+                    if mreq is not None and target.provider.kind == "anthropic":
+                        sent = await self._attempt_passthrough(
+                            target, mreq, default_model, rid, headers, timeouts
+                        )
+                    else:
+                        if req is None:
+                            assert mreq is not None
+                            req = parse_request(Endpoint.CHAT, anthropic_api.to_openai_chat(mreq))
+                        sent = await self._attempt(target, req, default_model, rid, timeouts, out)
                 except GatewayError as err:
-                    if err.upstream_status is None and not err.transport:
+                    upstream = err.transport or err.upstream_status is not None
+                    if br is not None:
+                        if upstream:
+                            status = None if err.transport else err.upstream_status
+                            br.record(br.is_failure(status), token, time.monotonic())
+                        else:
+                            br.release(token)
+                    if st is not None:
+                        st.inflight -= 1
+                        if upstream:
+                            t = time.monotonic()
+                            st.failed(t - now, t)
+                    if not upstream:
                         raise  # the request itself is refused (e.g. unsupported parameter)
+                    err.headers.extend(_routing_headers(target, attempts, fallbacks))
+                    last_err = err
                     retryable = err.transport or err.upstream_status in retry.on_status
-                    wait = route.backoff(attempt)
+                    wait = target.backoff(attempt)
                     if err.retry_after is not None:
                         wait = err.retry_after
                         retryable = retryable and wait <= retry.max_retry_after
+                    if deadline is not None and time.monotonic() + wait >= deadline:
+                        retryable = False
                     if retryable and attempt + 1 < retry.attempts:
                         await asyncio.sleep(wait)
                         continue
-                    if not last_target and (
-                        err.transport or err.upstream_status in route.fallback_on
-                    ):
+                    if err.transport or err.upstream_status in target.fallback_on:
                         fallbacks += 1
                         break  # the next target
-                    err.headers.extend(_routing_headers(target, attempts, fallbacks))
                     raise
-                resp, relay, stream, ctype = sent
-                routing = _routing_headers(target, attempts, fallbacks)
-                if relay is not None and stream:
-                    del req  # a stream may last minutes: hold no copy of the request
-                    filt = out.relay(relay)
-                    await self._relay_stream(receive, send, target, resp, filt, rid, out, routing)
+                except BaseException:  # cancelled: no verdict on the target
+                    if br is not None:
+                        br.release(token)
+                    if st is not None:
+                        st.inflight -= 1
+                    raise
+                if br is not None:
+                    br.record(False, token, time.monotonic())
+                try:
+                    if st is not None:
+                        t = time.monotonic()
+                        st.sample(t - now, t)
+                    routing = _routing_headers(target, attempts, fallbacks)
+                    if sent.relay is not None and sent.stream:
+                        del req, mreq  # a stream may last minutes: hold no copy of the request
+                        sent.request = None
+                        filt = sent.out.relay(sent.relay)
+                        await self._relay_stream(
+                            receive, send, target, sent, filt, rid, routing, timeouts
+                        )
+                        return
+                    await self._answer(send, target, sent, rid, routing)
                     return
-                data = resp.body
-                if not target.provider.openai_shaped and relay is None:
-                    data = target.provider.transform_response(req, data)
-                    ctype = b"application/json"
-                if out is not _OPENAI_OUT:
-                    data = out.body(data)
-                    ctype = b"application/json"
-                headers = [
-                    (b"content-type", ctype),
-                    (b"content-length", b"%d" % len(data)),
-                    (b"x-request-id", rid),
-                    (b"x-fastgw-provider", target.provider_header),
-                    *routing,
-                ]
-                await send(
-                    {"type": "http.response.start", "status": resp.status, "headers": headers}
-                )
-                await send({"type": "http.response.body", "body": data})
-                return
-        raise AssertionError("unreachable: the last target raises or answers")  # pragma: no cover
+                finally:
+                    if st is not None:
+                        st.inflight -= 1
+        if last_err is not None:
+            raise last_err  # the last target's failure (with its routing headers)
+        raise _all_open_error(route, open_wait or 0.0)
+
+    async def _answer(
+        self, send: Send, target: Target, sent: _Sent, rid: bytes, routing: Headers
+    ) -> None:
+        """A whole (non-streamed) answer: converted to the client's API when needed."""
+        data = sent.resp.body
+        ctype = sent.ctype
+        if sent.native and sent.relay is None:
+            assert sent.request is not None
+            data = target.provider.transform_response(sent.request, data)
+            ctype = b"application/json"
+        out = sent.out
+        if out is not _OPENAI_OUT and out is not _PASSTHROUGH:
+            data = out.body(data)
+            ctype = b"application/json"
+        headers = [
+            (b"content-type", ctype),
+            (b"content-length", b"%d" % len(data)),
+            (b"x-request-id", rid),
+            (b"x-fastgw-provider", target.provider_header),
+            *routing,
+        ]
+        await send({"type": "http.response.start", "status": sent.resp.status, "headers": headers})
+        await send({"type": "http.response.body", "body": data})
 
     async def _attempt(
-        self, target: Target, req: ParsedRequest, default_model: str, rid: bytes
-    ) -> tuple[Response, RelayFilter | None, bool, bytes]:
-        """One attempt on one target, up to the answer's head: the response, the relay
-        filter for a stream, whether it streams, its content type. Failures raise."""
-        client = self.client
-        if client is None:
-            raise GatewayError(503, "The gateway is starting.", "unavailable", "not_ready")
+        self,
+        target: Target,
+        req: ParsedRequest,
+        default_model: str,
+        rid: bytes,
+        timeouts: Timeouts,
+        out: _Output,
+    ) -> _Sent:
+        """One attempt on one target, up to the answer's head (and, for a stream, its first
+        bytes): failures raise, so they can be retried or failed over."""
+        client = self._client()
         if target.overrides:
             req = req.with_overrides(target.overrides)
         provider = target.provider
@@ -681,9 +789,10 @@ class Gateway:
                 relay = _Translated(provider.new_stream(req, model), self.max_event)
         del ureq
         try:
-            resp = await client.request(target.wire.origin, data, target.timeouts, stream)
+            resp = await client.request(target.wire.origin, data, timeouts, stream)
             del data
             ctype = resp.header(b"content-type") or b"application/json"
+            first = b""
             if stream and resp.status >= 400:
                 await resp.read()  # the error's message
                 stream = False
@@ -699,24 +808,63 @@ class Gateway:
                     )
                 await resp.read(_MAX_UNSTREAMED, truncate=False)  # answered without streaming
                 stream = False
+            elif stream:
+                first = await resp.readany()  # a stall before it can still fail over
             if resp.status >= 400:
                 raise upstream_errors.error_response(target, resp)
         except UpstreamError as e:
-            raise upstream_errors.transport_error(e, target) from None
-        return resp, relay, stream, ctype
+            raise upstream_errors.transport_error(e, target, timeouts) from None
+        native = not provider.openai_shaped
+        return _Sent(resp, relay, stream, ctype, first, out, req if native else None, native)
+
+    async def _attempt_passthrough(
+        self,
+        target: Target,
+        mreq: anthropic_api.MessagesRequest,
+        default_model: str,
+        rid: bytes,
+        headers: Headers,
+        timeouts: Timeouts,
+    ) -> _Sent:
+        """A Messages request to an Anthropic target: the client's bytes (model renamed when
+        the target says so), the answer relayed as it is."""
+        client = self._client()
+        stream = mreq.stream
+        data = _passthrough_request(
+            headers, mreq.raw, target, default_model, rid, "/messages", stream
+        )
+        try:
+            resp = await client.request(target.wire.origin, data, timeouts, stream)
+            del data
+            first = b""
+            if stream and resp.status >= 400:
+                await resp.read()
+                stream = False
+            elif stream:
+                first = await resp.readany()
+            if resp.status >= 400:
+                raise upstream_errors.error_response(target, resp)
+        except UpstreamError as e:
+            raise upstream_errors.transport_error(e, target, timeouts) from None
+        relay = sse.StreamFilter(False, self.max_event) if stream else None
+        ctype = resp.header(b"content-type") or b"application/json"
+        return _Sent(resp, relay, stream, ctype, first, _PASSTHROUGH, None, False)
 
     async def _relay_stream(
         self,
         receive: Receive,
         send: Send,
         target: Target,
-        resp: Response,
+        sent: _Sent,
         filt: RelayFilter,
         rid: bytes,
-        out: _Output = _OPENAI_OUT,
-        routing: Headers | None = None,
+        routing: Headers,
+        timeouts: Timeouts,
     ) -> None:
-        """Relay an SSE stream event by event; a client disconnect cancels the upstream."""
+        """Relay a stream event by event (its first bytes already read); a client disconnect
+        cancels the upstream."""
+        resp = sent.resp
+        out = sent.out
         task = asyncio.current_task()
         assert task is not None
         watcher = _DisconnectWatch(receive, task)
@@ -725,14 +873,16 @@ class Gateway:
                 *_SSE_HEADERS,
                 (b"x-request-id", rid),
                 (b"x-fastgw-provider", target.provider_header),
-                *(routing or ()),
+                *routing,
             ]
             await send({"type": "http.response.start", "status": resp.status, "headers": headers})
             try:
-                while chunk := await resp.readany():
+                chunk, sent.first = sent.first, b""
+                while chunk:
                     data = filt.feed(chunk)
                     if data:
                         await send({"type": "http.response.body", "body": data, "more_body": True})
+                    chunk = await resp.readany()
                 tail = filt.flush()
                 if tail:
                     await send({"type": "http.response.body", "body": tail, "more_body": True})
@@ -746,7 +896,9 @@ class Gateway:
                         "upstream_event_too_large",
                     )
                 else:
-                    err = upstream_errors.transport_error(e, target)
+                    err = upstream_errors.transport_error(e, target, timeouts)
+                if target.breaker is not None:  # a stream cut mid-way counts as a failed call
+                    target.breaker.record(True, PASS, time.monotonic())
                 await send(
                     {"type": "http.response.body", "body": out.error_event(err), "more_body": True}
                 )
@@ -759,6 +911,94 @@ class Gateway:
         finally:
             watcher.stop()
             resp.close()  # no-op when the stream ended normally (its connection was released)
+
+
+def _passthrough_request(
+    headers: Headers,
+    raw: bytes,
+    target: Target,
+    default_model: str,
+    rid: bytes,
+    path: str,
+    stream: bool = False,
+) -> bytes:
+    """The wire bytes of a Messages API request to an Anthropic target: the client's body
+    (model renamed when the target names one) and its ``anthropic-beta`` header."""
+    if target.model is not None:
+        fields = _raw_fields(raw)
+        if fields is not None:
+            fields["model"] = msgspec.Raw(_encoder.encode(target.model or default_model))
+            raw = _encoder.encode(fields)
+    out = {"x-request-id": rid.decode()}
+    for name, value in headers:
+        if name == b"anthropic-beta":
+            out["anthropic-beta"] = value.decode("latin-1")
+    if stream:
+        out["accept"] = "text/event-stream"
+    return target.wire.request(path, out, raw)
+
+
+def _header_set(value: bytes, name: str) -> frozenset[str]:
+    """A comma-separated header (``eu, uk``) as a set of lower-case names."""
+    items = frozenset(v.strip().lower() for v in value.decode("latin-1").split(",") if v.strip())
+    if not items:
+        raise bad_request(f"The {name} header is empty.", param=name, code="invalid_header")
+    return items
+
+
+def _header_timeout(value: bytes, cap: float) -> float:
+    """``x-fastgw-timeout``: a duration (``30``, ``2.5s``, ``500ms``), capped by config."""
+    try:
+        seconds = parse_duration(value.decode("latin-1"))
+    except ValueError as e:
+        raise bad_request(
+            f"Invalid x-fastgw-timeout header: {e}.",
+            param="x-fastgw-timeout",
+            code="invalid_header",
+        ) from None
+    return min(seconds, cap)
+
+
+def _within(t: Timeouts, remaining: float) -> Timeouts | None:
+    """``t`` cut down to the request's ``remaining`` seconds (None: none left)."""
+    if remaining <= 0.001:
+        return None
+    if remaining >= t.total:
+        return t
+    ft = t.first_token
+    return Timeouts(
+        min(t.connect, remaining),
+        min(t.first_byte, remaining),
+        remaining,
+        None if ft is None else min(ft, remaining),
+    )
+
+
+def _deadline_error(
+    facts: RequestFacts, target: Target, attempts: int, fallbacks: int
+) -> GatewayError:
+    err = GatewayError(
+        504,
+        f"The request's deadline (x-fastgw-timeout: {facts.timeout:g}s) passed before an "
+        "answer came.",
+        "timeout_error",
+        "request_timeout",
+    )
+    if attempts:
+        err.headers.extend(_routing_headers(target, attempts, fallbacks))
+    return err
+
+
+def _all_open_error(route: Route, wait: float) -> GatewayError:
+    seconds = max(1, math.ceil(wait))
+    return GatewayError(
+        503,
+        f"Every target of model '{route.name}' is failing and paused by its circuit breaker; "
+        f"retry in {seconds}s.",
+        "unavailable",
+        "circuit_open",
+        headers=[(b"retry-after", b"%d" % seconds)],
+    )
 
 
 app = Gateway()

@@ -15,7 +15,7 @@ import msgspec
 import yaml
 
 from ..api.openai import NOT_OVERRIDABLE
-from .schema import GatewayConfig
+from .schema import GatewayConfig, TargetConfig, _StrategyFields
 
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
@@ -263,52 +263,135 @@ def _semantic_checks(cfg: GatewayConfig, fail: typing.Callable[[str, str], None]
                 fail(f"providers.{name}.headers.{h}", "is set by the gateway itself")
             elif any(c in value for c in "\r\n\0"):
                 fail(f"providers.{name}.headers.{h}", "a header value cannot contain CR, LF or NUL")
+    r = cfg.routing
+    if r.max_metadata_bytes < 2:
+        fail("routing.max_metadata_bytes", "must be at least 2")
     for mname, m in cfg.models.items():
         if not mname:
             fail("models", "a model name cannot be empty")
         if mname.count("*") > 1:
             fail(f"models.{mname}", "a model pattern may contain at most one '*'")
-        if not m.targets:
-            fail(f"models.{mname}.targets", "at least one target is required")
-        if m.strategy not in ("fallback", "loadbalance"):
+        _check_node(cfg, f"models.{mname}", m, m.targets, fail)
+
+
+_LEAF_ONLY = ("provider", "model")
+_NODE_ONLY = ("conditions", "default", "sticky")
+
+
+def _check_node(
+    cfg: GatewayConfig,
+    path: str,
+    node: _StrategyFields,
+    targets: list[TargetConfig],
+    fail: typing.Callable[[str, str], None],
+) -> None:
+    """A strategy node and, recursively, its targets."""
+    from ..routing.conditions import Condition, FieldRef
+    from ..routing.router import STRATEGIES
+
+    strategy = node.strategy
+    if not targets:
+        fail(f"{path}.targets", "at least one target is required")
+    if strategy not in STRATEGIES:
+        fail(
+            f"{path}.strategy",
+            f"expected one of {', '.join(STRATEGIES)}, got {strategy!r}",
+        )
+    _check_settings(path, node, fail)
+    names: dict[str, int] = {}
+    for i, t in enumerate(targets):
+        if t.name is not None:
+            if t.name in names:
+                fail(f"{path}.targets[{i}].name", f"{t.name!r} names targets[{names[t.name]}] too")
+            names[t.name] = i
+    if strategy == "loadbalance" and targets and not any(t.weight > 0 for t in targets):
+        fail(f"{path}.targets", "loadbalance needs a target with a weight above 0")
+    if node.sticky is not None:
+        if strategy != "loadbalance":
+            fail(f"{path}.sticky", "only a loadbalance strategy has a sticky assignment")
+        try:
+            FieldRef(node.sticky)
+        except ValueError as e:
+            fail(f"{path}.sticky", str(e))
+    if strategy == "conditional":
+        known = ", ".join(names) or "no target has a name"
+        if node.default is None:
+            fail(f"{path}.default", "conditional needs a default target (a target's name)")
+        elif node.default not in names:
+            fail(f"{path}.default", f"no target is named {node.default!r} (named: {known})")
+        if not node.conditions:
+            fail(f"{path}.conditions", "conditional needs at least one condition")
+        for ci, c in enumerate(node.conditions):
+            if c.then not in names:
+                fail(
+                    f"{path}.conditions[{ci}].then",
+                    f"no target is named {c.then!r} (named: {known})",
+                )
+            try:
+                Condition(c.when)
+            except ValueError as e:
+                fail(f"{path}.conditions[{ci}].when", str(e))
+    else:
+        for field in ("conditions", "default"):
+            if getattr(node, field):
+                fail(f"{path}.{field}", "only a conditional strategy has this")
+    for i, t in enumerate(targets):
+        tpath = f"{path}.targets[{i}]"
+        if t.weight < 0:
+            fail(f"{tpath}.weight", "cannot be negative")
+        if t.targets is not None:
+            for field in _LEAF_ONLY:
+                if getattr(t, field) is not None:
+                    fail(f"{tpath}.{field}", "a target with its own targets is a strategy")
+            _check_node(cfg, tpath, t, t.targets, fail)
+            continue
+        if t.provider is None:
+            fail(f"{tpath}", "a target needs a provider (or targets of its own)")
+        elif t.provider not in cfg.providers:
+            known = ", ".join(cfg.providers) or "none defined"
+            fail(f"{tpath}.provider", f"unknown provider {t.provider!r} (known: {known})")
+        if t.strategy != "fallback":
+            fail(f"{tpath}.strategy", "a strategy needs targets of its own")
+        for field in _NODE_ONLY:
+            if getattr(t, field):
+                fail(f"{tpath}.{field}", "only a strategy with targets has this")
+        if t.model is not None and not t.model:
+            fail(f"{tpath}.model", "cannot be empty")
+        if t.region is not None and not t.region.strip():
+            fail(f"{tpath}.region", "cannot be empty")
+        _check_settings(tpath, t, fail)
+
+
+def _check_settings(
+    path: str, node: _StrategyFields, fail: typing.Callable[[str, str], None]
+) -> None:
+    """What any node may set: retries, fallback statuses, breaker, overrides."""
+    if node.retry is not None:
+        if node.retry.attempts < 1:
+            fail(f"{path}.retry.attempts", "must be at least 1")
+        for st in node.retry.on_status:
+            if not 400 <= st <= 599:
+                fail(f"{path}.retry.on_status", f"{st} is not an HTTP error status")
+    for st in node.fallback_on or ():
+        if not 400 <= st <= 599:
+            fail(f"{path}.fallback_on", f"{st} is not an HTTP error status")
+    b = node.breaker
+    if b is not None:
+        if not 1 <= b.window <= 64:
+            fail(f"{path}.breaker.window", "must be between 1 and 64")
+        if not 1 <= b.failures <= b.window:
+            fail(f"{path}.breaker.failures", f"must be between 1 and window ({b.window})")
+        if b.probes < 1:
+            fail(f"{path}.breaker.probes", "must be at least 1")
+    t = node.timeout
+    if t is not None and t.first_token is not None and t.first_token > t.total:
+        fail(f"{path}.timeout.first_token", "cannot exceed total")
+    for key in node.override_params:
+        if key in NOT_OVERRIDABLE:
             fail(
-                f"models.{mname}.strategy",
-                f"expected 'fallback' or 'loadbalance', got {m.strategy!r}",
+                f"{path}.override_params.{key}",
+                "decides routing or the wire shape and cannot be overridden",
             )
-        if m.retry.attempts < 1:
-            fail(f"models.{mname}.retry.attempts", "must be at least 1")
-        for field, statuses in (
-            ("fallback_on", m.fallback_on),
-            ("retry.on_status", m.retry.on_status),
-        ):
-            for st in statuses:
-                if not 400 <= st <= 599:
-                    fail(f"models.{mname}.{field}", f"{st} is not an HTTP error status")
-        if m.strategy == "loadbalance" and not any(t.weight > 0 for t in m.targets):
-            fail(f"models.{mname}.targets", "loadbalance needs a target with a weight above 0")
-        for i, t in enumerate(m.targets):
-            if t.provider not in cfg.providers:
-                known = ", ".join(cfg.providers) or "none defined"
-                fail(
-                    f"models.{mname}.targets[{i}].provider",
-                    f"unknown provider {t.provider!r} (known: {known})",
-                )
-            if t.weight < 0:
-                fail(f"models.{mname}.targets[{i}].weight", "cannot be negative")
-            if t.model is not None and not t.model:
-                fail(f"models.{mname}.targets[{i}].model", "cannot be empty")
-            for key in t.override_params:
-                if key in NOT_OVERRIDABLE:
-                    fail(
-                        f"models.{mname}.targets[{i}].override_params.{key}",
-                        "decides routing or the wire shape and cannot be overridden",
-                    )
-        for key in m.override_params:
-            if key in NOT_OVERRIDABLE:
-                fail(
-                    f"models.{mname}.override_params.{key}",
-                    "decides routing or the wire shape and cannot be overridden",
-                )
 
 
 def validate(

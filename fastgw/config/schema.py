@@ -42,6 +42,10 @@ class TimeoutConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     first_byte: Duration = 120.0
     #: The whole upstream exchange, body or stream included.
     total: Duration = 600.0
+    #: Streams: from the request sent to the first bytes of the stream body (the first
+    #: token); omitted: ``first_byte``. Until the first byte reaches the client, a target that
+    #: misses it is failed over like any other timeout.
+    first_token: Duration | None = None
 
 
 class ProviderConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -86,29 +90,86 @@ class RetryConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     max_retry_after: Duration = 10.0
 
 
-class TargetConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    provider: str
-    #: Upstream model name; omitted = the name the client asked for (or the part a `*` matched).
-    model: str | None = None
-    #: Request fields set (overriding the client's) on every request to this target, e.g.
-    #: ``{temperature: 0, max_tokens: 1024}``; a null value removes the field.
-    override_params: dict[str, object] = {}
-    #: ``loadbalance``: relative share of requests.
-    weight: float = 1.0
+class BreakerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """A circuit breaker per target (per worker): ``failures`` of the last ``window`` calls
+    failed → the target is out for ``cooldown``, then half-open (``probes`` trial calls)."""
+
+    failures: int = 5
+    window: int = 10
+    cooldown: Duration = 30.0
+    #: A 429 from the target counts as a failure.
+    count_429: bool = True
+    #: Calls let through at once while half-open; one success closes the breaker.
+    probes: int = 1
 
 
-class ModelConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    targets: list[TargetConfig]
-    #: ``fallback``: targets in order, the next one when a target fails; ``loadbalance``: one
-    #: target drawn by weight, the others (drawn likewise) as its fallbacks.
+class ConditionConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """``conditional``: the first condition whose ``when`` holds picks the target ``then``
+    (a target's ``name``). ``when`` maps a request field (``metadata.<key>``,
+    ``header.<name>``, ``body.<path>``, ``model``) to a value or ``{operator: value}``."""
+
+    when: dict[str, object]
+    then: str
+
+
+class _StrategyFields(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """What a strategy node (a model, or a target with its own ``targets``) may set. Unset
+    ``fallback_on``/``retry``/``timeout``/``breaker`` are inherited from the enclosing node."""
+
+    #: ``fallback`` | ``loadbalance`` | ``conditional`` | ``least-latency`` | ``least-busy``.
     strategy: str = "fallback"
+    #: ``conditional``: the conditions in order, and the target (name) when none holds.
+    conditions: list[ConditionConfig] = []
+    default: str | None = None
+    #: ``loadbalance``: a request field (``header.x-user-id``, ``metadata.user``,
+    #: ``body.user``) whose value keeps a caller on one target (sticky canary / A-B).
+    sticky: str | None = None
     #: Upstream statuses that move on to the next target (connection failures and timeouts
     #: always do). Only before the first byte reached the client.
-    fallback_on: list[int] = msgspec.field(default_factory=lambda: [429, 500, 502, 503, 504])
-    retry: RetryConfig = msgspec.field(default_factory=RetryConfig)
+    fallback_on: list[int] | None = None
+    retry: RetryConfig | None = None
     timeout: TimeoutConfig | None = None
-    #: Request fields set on every request to this model (a target's own win).
+    breaker: BreakerConfig | None = None
+    #: Request fields set on every request below this node (a deeper node's own win).
     override_params: dict[str, object] = {}
+
+
+class TargetConfig(_StrategyFields, kw_only=True, forbid_unknown_fields=True):
+    """A provider and upstream model — or, with ``targets``, a nested strategy."""
+
+    provider: str | None = None
+    #: Upstream model name; omitted = the name the client asked for (or the part a `*` matched).
+    model: str | None = None
+    #: Nested strategy: this target is itself a strategy over these targets.
+    targets: list[TargetConfig] | None = None
+    #: ``loadbalance``: relative share of requests.
+    weight: float = 1.0
+    #: How ``conditional`` names this target.
+    name: str | None = None
+    #: Where the target runs (e.g. ``eu``, ``us``): a request requiring a region is only sent
+    #: to targets in it.
+    region: str | None = None
+    #: Properties of the target (e.g. ``zdr``, ``hipaa``) a request may require.
+    tags: list[str] = []
+
+
+DEFAULT_FALLBACK_ON = [429, 500, 502, 503, 504]
+
+
+class ModelConfig(_StrategyFields, kw_only=True, forbid_unknown_fields=True):
+    """A public model: a strategy over its targets (``fallback`` by default)."""
+
+    targets: list[TargetConfig]
+
+
+class RoutingConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Request-level routing controls."""
+
+    #: Upper bound of the ``x-fastgw-timeout`` request header (the whole request's deadline,
+    #: retries and fallbacks included); larger values are capped to it.
+    max_request_timeout: Duration = 600.0
+    #: Largest ``x-fastgw-metadata`` header accepted (bytes of JSON).
+    max_metadata_bytes: int = 4096
 
 
 class GatewayConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -116,3 +177,4 @@ class GatewayConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     providers: dict[str, ProviderConfig] = {}
     #: Public model names (exact, or a pattern with one `*`) → where they are served.
     models: dict[str, ModelConfig] = {}
+    routing: RoutingConfig = msgspec.field(default_factory=RoutingConfig)

@@ -7,7 +7,7 @@ network stack (which could carry URLs or headers) reaches the client.
 from __future__ import annotations
 
 from ..api.errors import GatewayError, timeout_error, upstream_error
-from ..upstream import Response, UpstreamError
+from ..upstream import Response, Timeouts, UpstreamError
 from .router import Target
 
 
@@ -15,16 +15,18 @@ def _seconds(x: float) -> str:
     return f"{x:g}s"
 
 
-def transport_error(exc: UpstreamError, target: Target) -> GatewayError:
-    """Map an UpstreamError to the error the client sees (marked ``transport``)."""
-    err = _transport_error(exc, target)
+def transport_error(
+    exc: UpstreamError, target: Target, timeouts: Timeouts | None = None
+) -> GatewayError:
+    """Map an UpstreamError to the error the client sees (marked ``transport``);
+    ``timeouts``: those the attempt ran with, when not the target's own."""
+    err = _transport_error(exc, target, timeouts or target.timeouts)
     err.transport = True
     return err
 
 
-def _transport_error(exc: UpstreamError, target: Target) -> GatewayError:
+def _transport_error(exc: UpstreamError, target: Target, t: Timeouts) -> GatewayError:
     name = target.provider.name
-    t = target.timeouts
     kind = exc.kind
     if kind == "connect_timeout":
         return timeout_error(
@@ -36,6 +38,12 @@ def _transport_error(exc: UpstreamError, target: Target) -> GatewayError:
             f"Provider '{name}' sent no response within {_seconds(t.first_byte)} "
             "(first_byte timeout).",
             "upstream_first_byte_timeout",
+        )
+    if kind == "first_token_timeout":
+        return timeout_error(
+            f"Provider '{name}' started the stream but sent no token within "
+            f"{_seconds(t.first_token or 0.0)} (first_token timeout).",
+            "upstream_first_token_timeout",
         )
     if kind == "idle_timeout":
         return timeout_error(

@@ -3,31 +3,59 @@
 Exact names are a dict lookup. Patterns with one ``*`` (``openai/*``, ``*``) are tried after,
 longest literal part first; a target without ``model`` sends the part the ``*`` matched (or
 the requested name) upstream.
+
+Each route is a strategy tree (``Node``) whose leaves are ``Target``s. Per request,
+``Route.order`` gives the targets to try, first choice first; the attempt loop
+(``fastgw.app``) walks it with each target's retries, fallback statuses and breaker.
 """
 
 from __future__ import annotations
 
+import hashlib
 import random
+import time
 
 import msgspec
 
+from ..api.errors import GatewayError
 from ..config import ConfigError
-from ..config.schema import GatewayConfig, ModelConfig, TimeoutConfig
+from ..config.schema import (
+    DEFAULT_FALLBACK_ON,
+    BreakerConfig,
+    GatewayConfig,
+    RetryConfig,
+    TargetConfig,
+    TimeoutConfig,
+    _StrategyFields,
+)
 from ..providers import Provider, build_provider
 from ..upstream import Timeouts
 from ..upstream.wire import Wire
+from .conditions import Condition, FieldRef, RequestFacts, sticky_key
+from .health import Breaker, Stats
+
+STRATEGIES = ("fallback", "loadbalance", "conditional", "least-latency", "least-busy")
+_STATS_STRATEGIES = ("least-latency", "least-busy")
 
 
 class Target:
-    """One place a model is served: a provider, the upstream model name, timeouts."""
+    """One place a model is served: a provider, the upstream model name, its settings (the
+    nearest node's retry, fallback statuses, timeouts, breaker) and its health."""
 
     __slots__ = (
+        "breaker",
+        "fallback_on",
         "label",
         "model",
+        "name",
         "overrides",
         "provider",
         "provider_header",
+        "region",
+        "retry",
         "routing_headers",
+        "stats",
+        "tags",
         "timeouts",
         "wire",
     )
@@ -40,6 +68,14 @@ class Target:
         timeouts: TimeoutConfig,
         label: str,
         override_params: dict[str, object] | None = None,
+        *,
+        retry: RetryConfig | None = None,
+        fallback_on: list[int] | None = None,
+        breaker: BreakerConfig | None = None,
+        stats: bool = False,
+        region: str | None = None,
+        tags: list[str] | None = None,
+        name: str | None = None,
     ) -> None:
         self.provider = provider
         #: Request fields set on every request to this target (None: removed), as raw JSON.
@@ -49,43 +85,192 @@ class Target:
         }
         self.model = model
         self.label = label
+        self.name = name
         #: The response header naming this target (``x-fastgw-target``), built once.
         self.routing_headers = [(b"x-fastgw-target", label.encode())]
         self.provider_header = provider.name.encode()
-        self.timeouts = Timeouts(timeouts.connect, timeouts.first_byte, timeouts.total)
+        self.timeouts = Timeouts(
+            timeouts.connect, timeouts.first_byte, timeouts.total, timeouts.first_token
+        )
         self.wire = wire
+        self.retry = retry or RetryConfig()
+        self.fallback_on = frozenset(DEFAULT_FALLBACK_ON if fallback_on is None else fallback_on)
+        self.breaker = Breaker(breaker) if breaker is not None else None
+        self.stats = Stats() if stats else None
+        self.region = region.strip().lower() if region else None
+        self.tags = frozenset(t.strip().lower() for t in tags or ())
 
-
-class Route:
-    """A model's targets and how to use them: the strategy, retries, fallback statuses."""
-
-    __slots__ = ("fallback_on", "name", "pattern", "retry", "strategy", "targets", "weights")
-
-    def __init__(self, name: str, targets: list[Target], cfg: ModelConfig | None = None) -> None:
-        self.name = name
-        self.pattern = "*" in name
-        self.targets = targets
-        cfg = cfg or ModelConfig(targets=[])
-        self.strategy = cfg.strategy
-        self.fallback_on = frozenset(cfg.fallback_on)
-        self.retry = cfg.retry
-        self.weights = [t.weight for t in cfg.targets] or [1.0] * len(targets)
-
-    def order(self) -> list[Target]:
-        """The targets to try, first choice first."""
-        if self.strategy != "loadbalance" or len(self.targets) == 1:
-            return self.targets
-        # weighted draw without replacement: the first is the pick, the rest its fallbacks
-        keyed = [
-            (random.random() ** (1.0 / w) if w > 0 else -1.0, i) for i, w in enumerate(self.weights)
-        ]
-        keyed.sort(reverse=True)
-        return [self.targets[i] for k, i in keyed if k >= 0]
+    def eligible(self, facts: RequestFacts) -> bool:
+        """Does the target meet the request's region and tag requirements?"""
+        regions = facts.require_region
+        if regions is not None and self.region not in regions:
+            return False
+        return facts.require_tags <= self.tags
 
     def backoff(self, attempt: int) -> float:
         """Seconds to wait before retry number ``attempt + 1``: exponential, full jitter."""
         r = self.retry
         return random.uniform(0, min(r.max_backoff, r.backoff * (2**attempt)))
+
+    def describe(self) -> str:
+        where = f", region {self.region}" if self.region else ""
+        tags = f", tags {','.join(sorted(self.tags))}" if self.tags else ""
+        return f"{self.label} ({self.provider.name}{where}{tags})"
+
+
+def _unit(key: str, label: str) -> float:
+    """A uniform number in (0, 1) from ``key`` and ``label`` (rendezvous hashing)."""
+    h = hashlib.blake2b(f"{key}\0{label}".encode(), digest_size=8).digest()
+    return (int.from_bytes(h, "big") + 1) / (2**64 + 2)
+
+
+class Node:
+    """A strategy over children (targets or nested nodes)."""
+
+    __slots__ = (
+        "children",
+        "conditions",
+        "default",
+        "label",
+        "leaves",
+        "static",
+        "sticky",
+        "strategy",
+        "weights",
+    )
+
+    def __init__(
+        self,
+        label: str,
+        cfg: _StrategyFields,
+        children: list[Node | Target],
+        weights: list[float],
+        names: dict[str, int],
+    ) -> None:
+        self.label = label
+        self.strategy = cfg.strategy
+        self.children = children
+        self.weights = weights
+        self.conditions = [(Condition(c.when), names[c.then]) for c in cfg.conditions]
+        self.default = names[cfg.default] if cfg.default is not None else None
+        self.sticky = FieldRef(cfg.sticky) if cfg.sticky else None
+        self.leaves: list[Target] = []
+        for c in children:
+            self.leaves.extend(c.leaves if isinstance(c, Node) else [c])
+        #: The order never changes (fallback all the way down): computed once.
+        self.static: bool = self.strategy == "fallback" and all(
+            c.static if isinstance(c, Node) else True for c in children
+        )
+
+    def order(self, facts: RequestFacts | None, now: float) -> list[Target]:
+        """The targets to try for one request, first choice first."""
+        if self.static:
+            return self.leaves
+        s = self.strategy
+        if s == "conditional":
+            pick = self.default
+            if facts is not None:
+                for cond, child in self.conditions:
+                    if cond.holds(facts):
+                        pick = child
+                        break
+            if pick is None:
+                return []
+            return _expand(self.children[pick], facts, now)
+        if s == "fallback":
+            idx = list(range(len(self.children)))
+        elif s == "loadbalance":
+            idx = self._draw(facts)
+        else:
+            idx = self._by_health(now)
+        out: list[Target] = []
+        for i in idx:
+            out.extend(_expand(self.children[i], facts, now))
+        return out
+
+    def _draw(self, facts: RequestFacts | None) -> list[int]:
+        """Weighted draw without replacement (Efraimidis–Spirakis): the first is the pick,
+        the rest its fallbacks. With ``sticky`` and the field present, the draw is seeded by
+        its value (weighted rendezvous hashing): a caller keeps its target."""
+        weights = self.weights
+        key = sticky_key(facts, self.sticky) if self.sticky is not None and facts else None
+        if key is None:
+            keyed = [
+                (random.random() ** (1.0 / w) if w > 0 else -1.0, i) for i, w in enumerate(weights)
+            ]
+        else:
+            keyed = [
+                (_unit(key, self.children[i].label) ** (1.0 / w) if w > 0 else -1.0, i)
+                for i, w in enumerate(weights)
+            ]
+        keyed.sort(reverse=True)
+        return [i for k, i in keyed if k >= 0]
+
+    def _by_health(self, now: float) -> list[int]:
+        """least-latency: lowest latency estimate first (unknown = 0, so new or recovered
+        targets get tried); least-busy: fewest calls in flight, then latency. Ties at random."""
+        scored = []
+        busy = self.strategy == "least-busy"
+        for i, c in enumerate(self.children):
+            leaves = c.leaves if isinstance(c, Node) else [c]
+            stats = [t.stats for t in leaves if t.stats is not None]
+            latency = min((st.latency(now) for st in stats), default=0.0)
+            inflight = sum(st.inflight for st in stats)
+            key = (inflight, latency) if busy else (latency, inflight)
+            scored.append((key, random.random(), i))
+        scored.sort()
+        return [i for _, _, i in scored]
+
+
+def _expand(child: Node | Target, facts: RequestFacts | None, now: float) -> list[Target]:
+    return child.order(facts, now) if isinstance(child, Node) else [child]
+
+
+class Route:
+    """A public model name and its strategy tree."""
+
+    __slots__ = ("fixed", "leaves", "name", "pattern", "root", "uses_facts")
+
+    def __init__(self, name: str, root: Node) -> None:
+        self.name = name
+        self.pattern = "*" in name
+        self.root = root
+        self.leaves = root.leaves
+        #: The order when it never changes (fallback all the way down).
+        self.fixed: list[Target] | None = root.leaves if root.static else None
+
+    @property
+    def targets(self) -> list[Target]:
+        return self.leaves
+
+    def order(self, facts: RequestFacts | None = None) -> list[Target]:
+        """The targets to try for one request, first choice first, restricted to those in the
+        region and with the tags the request requires (403 when none is)."""
+        order = self.fixed
+        if order is None:
+            order = self.root.order(facts, time.monotonic())
+        if facts is not None and (facts.require_region is not None or facts.require_tags):
+            eligible = [t for t in order if t.eligible(facts)]
+            if not eligible:
+                raise self._not_eligible(facts, order)
+            return eligible
+        return order
+
+    def _not_eligible(self, facts: RequestFacts, order: list[Target]) -> GatewayError:
+        want = []
+        if facts.require_region is not None:
+            want.append("region " + " or ".join(sorted(facts.require_region)))
+        if facts.require_tags:
+            want.append("tags " + ", ".join(sorted(facts.require_tags)))
+        considered = "; ".join(t.describe() for t in order) or "none"
+        return GatewayError(
+            403,
+            f"No target of model '{self.name}' meets the request's requirement "
+            f"({' and '.join(want)}); the request was not sent anywhere else. "
+            f"Targets considered: {considered}.",
+            "permission_error",
+            "no_eligible_target",
+        )
 
 
 def _timeouts(*layers: TimeoutConfig | None) -> TimeoutConfig:
@@ -113,7 +298,7 @@ class Router:
         self.exact: dict[str, Route] = {}
         patterns: list[tuple[str, str, Route]] = []
         for name, m in cfg.models.items():
-            route = Route(name, self._targets(name, m, cfg), m)
+            route = Route(name, self._node(name, m, m.targets, cfg, _Inherited.root(m)))
             if "*" in name:
                 prefix, _, suffix = name.partition("*")
                 patterns.append((prefix, suffix, route))
@@ -122,22 +307,44 @@ class Router:
         patterns.sort(key=lambda p: len(p[0]) + len(p[1]), reverse=True)
         self.patterns = patterns
 
-    def _targets(self, name: str, m: ModelConfig, cfg: GatewayConfig) -> list[Target]:
-        out = []
-        for i, t in enumerate(m.targets):
-            pcfg = cfg.providers[t.provider]
-            timeouts = _timeouts(m.timeout, pcfg.timeout)
-            out.append(
+    def _node(
+        self,
+        label: str,
+        cfg: _StrategyFields,
+        targets: list[TargetConfig],
+        gcfg: GatewayConfig,
+        inherited: _Inherited,
+    ) -> Node:
+        children: list[Node | Target] = []
+        names: dict[str, int] = {}
+        stats = inherited.stats or cfg.strategy in _STATS_STRATEGIES
+        for i, t in enumerate(targets):
+            tlabel = f"{label}.targets[{i}]"
+            own = inherited.under(t, stats)
+            if t.name is not None:
+                names[t.name] = i
+            if t.targets is not None:
+                children.append(self._node(tlabel, t, t.targets, gcfg, own))
+                continue
+            assert t.provider is not None  # checked by the config validator
+            children.append(
                 Target(
                     self.providers[t.provider],
                     self.wires[t.provider],
                     t.model,
-                    timeouts,
-                    f"{name}.targets[{i}]",
-                    {**m.override_params, **t.override_params},
+                    _timeouts(own.timeout, gcfg.providers[t.provider].timeout),
+                    tlabel,
+                    own.override_params,
+                    retry=own.retry,
+                    fallback_on=own.fallback_on,
+                    breaker=own.breaker,
+                    stats=stats,
+                    region=t.region,
+                    tags=t.tags,
+                    name=t.name,
                 )
             )
-        return out
+        return Node(label, cfg, children, [t.weight for t in targets], names)
 
     def resolve(self, model: str) -> tuple[Route, str] | None:
         """The route for ``model`` and the name a target without ``model`` sends upstream."""
@@ -158,4 +365,55 @@ class Router:
 
     def public_models(self) -> list[tuple[str, str]]:
         """Exact model names and the provider of their first target (for /v1/models)."""
-        return [(name, r.targets[0].provider.name) for name, r in self.exact.items()]
+        return [(name, r.leaves[0].provider.name) for name, r in self.exact.items()]
+
+    def health(self) -> dict[str, object]:
+        """Breaker state and statistics of every target (``/readyz`` detail)."""
+        now = time.monotonic()
+        out: dict[str, object] = {}
+        for route in self.routes():
+            for t in route.leaves:
+                entry: dict[str, object] = {"provider": t.provider.name}
+                if t.breaker is not None:
+                    entry["breaker"] = t.breaker.snapshot(now)
+                if t.stats is not None:
+                    entry["inflight"] = t.stats.inflight
+                    entry["latency_ewma_ms"] = round(t.stats.latency(now) * 1000, 3)
+                out[t.label] = entry
+        return out
+
+
+class _Inherited:
+    """Settings a node passes down: each one the nearest node's that sets it."""
+
+    __slots__ = ("breaker", "fallback_on", "override_params", "retry", "stats", "timeout")
+
+    def __init__(
+        self,
+        retry: RetryConfig | None,
+        fallback_on: list[int] | None,
+        timeout: TimeoutConfig | None,
+        breaker: BreakerConfig | None,
+        override_params: dict[str, object],
+        stats: bool,
+    ) -> None:
+        self.retry = retry
+        self.fallback_on = fallback_on
+        self.timeout = timeout
+        self.breaker = breaker
+        self.override_params = override_params
+        self.stats = stats
+
+    @classmethod
+    def root(cls, m: _StrategyFields) -> _Inherited:
+        return cls(m.retry, m.fallback_on, m.timeout, m.breaker, dict(m.override_params), False)
+
+    def under(self, t: _StrategyFields, stats: bool) -> _Inherited:
+        return _Inherited(
+            t.retry or self.retry,
+            t.fallback_on if t.fallback_on is not None else self.fallback_on,
+            t.timeout or self.timeout,
+            t.breaker or self.breaker,
+            {**self.override_params, **t.override_params},
+            stats,
+        )

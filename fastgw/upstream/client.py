@@ -30,6 +30,7 @@ ErrorKind = Literal[
     "connect_failed",
     "connect_timeout",
     "first_byte_timeout",
+    "first_token_timeout",
     "idle_timeout",
     "total_timeout",
     "disconnected",
@@ -38,6 +39,7 @@ ErrorKind = Literal[
 
 _HIGH_WATER = 256 * 1024
 _LOW_WATER = 64 * 1024
+_NEVER = float("inf")
 
 
 class UpstreamError(Exception):
@@ -50,12 +52,16 @@ class UpstreamError(Exception):
 
 
 class Timeouts:
-    __slots__ = ("connect", "first_byte", "total")
+    __slots__ = ("connect", "first_byte", "first_token", "total")
 
-    def __init__(self, connect: float, first_byte: float, total: float) -> None:
+    def __init__(
+        self, connect: float, first_byte: float, total: float, first_token: float | None = None
+    ) -> None:
         self.connect = connect
         self.first_byte = first_byte
         self.total = total
+        #: Streams: from the request sent to the first body bytes (None: no such limit).
+        self.first_token = first_token
 
 
 class Origin:
@@ -86,6 +92,7 @@ class _Conn(asyncio.Protocol):
         "deadline_kind",
         "eof",
         "error",
+        "got_body",
         "got_bytes",
         "idle",
         "idle_since",
@@ -99,6 +106,7 @@ class _Conn(asyncio.Protocol):
         "started",
         "streaming",
         "timer",
+        "token_due",
         "transport",
         "waiter",
     )
@@ -118,6 +126,7 @@ class _Conn(asyncio.Protocol):
         self.buffered = 0
         self.paused = False
         self.got_bytes = False
+        self.got_body = False
         self.error: UpstreamError | None = None
         self.eof = False
         self.last_activity = 0.0
@@ -128,6 +137,7 @@ class _Conn(asyncio.Protocol):
         self.deadline = 0.0
         self.deadline_kind: ErrorKind = "total_timeout"
         self.idle = 0.0
+        self.token_due = _NEVER  # streams: the first body bytes are due by then
 
     # -- asyncio.Protocol ------------------------------------------------------------------
 
@@ -144,6 +154,7 @@ class _Conn(asyncio.Protocol):
         if body:
             self.parts.append(body)
             self.buffered += len(body)
+            self.got_body = True
         p = self.parser
         if p.complete:
             self._wake()
@@ -201,6 +212,8 @@ class _Conn(asyncio.Protocol):
 
     def _arm(self) -> None:
         due = min(self.deadline, (self.last_activity or self.started) + self.idle)
+        if not self.got_body and self.token_due < due:
+            due = self.token_due
         self.timer = self.loop.call_at(due, self._on_timer)
 
     def _on_timer(self) -> None:
@@ -208,6 +221,8 @@ class _Conn(asyncio.Protocol):
         now = self.loop.time()
         if now >= self.deadline:
             self._fail(UpstreamError(self.deadline_kind))
+        elif not self.got_body and now >= self.token_due:
+            self._fail(UpstreamError("first_token_timeout"))
         elif now >= (self.last_activity or self.started) + self.idle:
             head = self.parser.head_complete
             self._fail(UpstreamError("idle_timeout" if head else "first_byte_timeout"))
@@ -226,9 +241,11 @@ class _Conn(asyncio.Protocol):
         deadline: float,
         deadline_kind: ErrorKind,
         idle: float,
+        token_due: float = _NEVER,
     ) -> None:
         """Send a request and start watching it: ``deadline`` for the whole exchange
-        (``deadline_kind`` names it), ``idle`` for the head and for silences of a stream."""
+        (``deadline_kind`` names it), ``idle`` for the head and for silences of a stream,
+        ``token_due`` for the first body bytes of a stream."""
         if self.closed:  # closed while idle and not yet noticed: fail like a stale connection
             self.error = UpstreamError("disconnected", "before responding")
             self.got_bytes = False
@@ -238,6 +255,7 @@ class _Conn(asyncio.Protocol):
         self.parts = []
         self.buffered = 0
         self.got_bytes = False
+        self.got_body = False
         self.error = None
         self.eof = False
         self.last_activity = 0.0
@@ -245,6 +263,7 @@ class _Conn(asyncio.Protocol):
         self.deadline = deadline
         self.deadline_kind = deadline_kind
         self.idle = idle
+        self.token_due = token_due
         self._arm()
         assert self.transport is not None
         self.transport.write(request)
@@ -490,9 +509,12 @@ class Client:
             deadline = start + min(timeouts.total, timeouts.first_byte)
             if timeouts.first_byte <= timeouts.total:
                 deadline_kind = "first_byte_timeout"
+        token_due = _NEVER
+        if stream and timeouts.first_token is not None:
+            token_due = start + timeouts.first_token
         for attempt in (0, 1):
             conn = await pool.acquire(timeouts.connect)
-            conn.start(request, stream, deadline, deadline_kind, timeouts.first_byte)
+            conn.start(request, stream, deadline, deadline_kind, timeouts.first_byte, token_due)
             if conn.error is None:
                 await conn.wait()
             err = conn.error

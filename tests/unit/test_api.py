@@ -274,7 +274,7 @@ def test_route_order_and_backoff() -> None:
     assert "b" not in firsts  # weight 0: never drawn
     assert 2700 <= firsts.count("c") <= 3300  # 3:1 → 3000 expected
     assert all(len(lb.order()) == 2 for _ in range(10))
-    waits = [lb.backoff(a) for a in range(5) for _ in range(50)]
+    waits = [lb.leaves[0].backoff(a) for a in range(5) for _ in range(50)]
     assert all(0 <= w <= 0.25 for w in waits)
     with pytest.raises(ConfigError) as e:
         validate(
@@ -290,8 +290,9 @@ def test_route_order_and_backoff() -> None:
             },
             env={},
         )
-    assert "models.m.strategy: expected 'fallback' or 'loadbalance', got 'roundrobin'" in (
-        e.value.errors
+    assert (
+        "models.m.strategy: expected one of fallback, loadbalance, conditional, least-latency, "
+        "least-busy, got 'roundrobin'" in e.value.errors
     )
     assert "models.m.retry.attempts: must be at least 1" in e.value.errors
     assert "models.m.retry.on_status: 200 is not an HTTP error status" in e.value.errors
