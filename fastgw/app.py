@@ -310,6 +310,7 @@ class Gateway:
             "/v1/models": ("GET", self._models),
             "/healthz": ("GET", self._healthz),
             "/readyz": ("GET", self._readyz),
+            "/metrics": ("GET", self._metrics),
         }
         #: Routes of other client APIs (their own request and error shapes).
         self.ingress: dict[str, IngressHandler] = {
@@ -488,17 +489,26 @@ class Gateway:
 
     async def _readyz(self, send: Send, rid: bytes) -> None:
         ready = self.ready
-        detail = {
+        detail: dict[str, object] = {
             "status": "ready" if ready else "starting",
             "version": __version__,
             "core": "compiled" if sse.COMPILED else "pure-python",
             "config": self.source,
             "providers": sorted(self.router.providers),
             "models": len(self.cfg.models),
+            "pid": os.getpid(),
         }
+        targets = self.router.health()
+        if targets:  # breakers and least-* statistics (this worker's)
+            detail["targets"] = targets
         await self._send_json(
             send, 200 if ready else 503, _encoder.encode(detail), [_JSON, (b"x-request-id", rid)]
         )
+
+    async def _metrics(self, send: Send, rid: bytes) -> None:
+        body = self.router.metrics().encode()
+        ctype = (b"content-type", b"text/plain; version=0.0.4; charset=utf-8")
+        await self._send_json(send, 200, body, [ctype, (b"x-request-id", rid)])
 
     # -- the Anthropic Messages API in front -------------------------------------------------
 
@@ -667,6 +677,8 @@ class Gateway:
                         sent = await self._attempt(target, req, default_model, rid, timeouts, out)
                 except GatewayError as err:
                     upstream = err.transport or err.upstream_status is not None
+                    if upstream:
+                        target.calls_failed += 1
                     if br is not None:
                         if upstream:
                             status = None if err.transport else err.upstream_status
@@ -680,6 +692,8 @@ class Gateway:
                             st.failed(t - now, t)
                     if not upstream:
                         raise  # the request itself is refused (e.g. unsupported parameter)
+                    if deadline is not None and err.transport and time.monotonic() >= deadline:
+                        raise _deadline_error(facts, target, attempts, fallbacks) from None
                     err.headers.extend(_routing_headers(target, attempts, fallbacks))
                     last_err = err
                     retryable = err.transport or err.upstream_status in retry.on_status
@@ -702,6 +716,7 @@ class Gateway:
                     if st is not None:
                         st.inflight -= 1
                     raise
+                target.calls_ok += 1
                 if br is not None:
                     br.record(False, token, time.monotonic())
                 try:

@@ -72,6 +72,7 @@ class Controls(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     drop_after: int | None = None  # stream: close the connection after this many chunks
     stall_after: int | None = None  # stream: pause after this many content chunks ...
     stall_ms: float = 0.0  # ... for this long
+    head_stall_ms: float = 0.0  # stream: pause after the headers, before the first event
     reset: bool = False  # close the connection without any response
     event_bytes: int | None = None  # pad each content delta to about this many bytes
     text: str | None = None  # the reply text (instead of the echo greeting)
@@ -153,14 +154,28 @@ class _LogEntry(msgspec.Struct):
 class MockState:
     """Options, counters and the recent-request log of one mock instance."""
 
-    __slots__ = ("_ids", "_prefix", "log", "options", "stats")
+    __slots__ = ("_ids", "_prefix", "faults", "log", "options", "stats")
 
     def __init__(self, options: MockOptions | None = None) -> None:
         self.options = options if options is not None else MockOptions()
         self.stats = MockStats()
+        #: Faults on command (``POST /_mock/faults``): model → [controls, calls left or -1].
+        self.faults: dict[str, list[Any]] = {}
         self.log: deque[_LogEntry] = deque(maxlen=_LOG_SIZE)
         self._ids = itertools.count(1)
         self._prefix = os.urandom(5).hex()
+
+    def fault_for(self, model: str) -> Controls | None:
+        """The controls a fault set for ``model`` imposes on this request, if any."""
+        entry = self.faults.get(model)
+        if entry is None:
+            return None
+        controls, left = entry
+        if left > 0:
+            entry[1] = left - 1
+            if left == 1:
+                del self.faults[model]
+        return controls  # type: ignore[no-any-return]
 
     def new_id(self) -> str:
         """A unique suffix for response ids (``chatcmpl-…``, ``cmpl-…``, ``x-request-id``)."""
@@ -244,7 +259,7 @@ def plan_request(
 ) -> Plan:
     """Route one request (``path`` relative to the mock's mount point) and plan the answer."""
     if path.startswith("/_mock/"):
-        return _control(state, method, path)
+        return _control(state, method, path, body)
     state.stats.requests += 1
     state.log.append(_LogEntry(method, path, query, headers, body))
     if path.startswith(_gemini.PREFIX):  # Google AI Gemini API (fastgw/mock/gemini.py)
@@ -273,6 +288,8 @@ def plan_request(
         )
     if not req.model:
         return _error(400, "you must provide a model parameter", "model")
+    if req.mock is None and state.faults:
+        req.mock = state.fault_for(req.model)
     assert endpoint[1] is not None
     try:
         return endpoint[1](state, req)
@@ -285,7 +302,27 @@ def not_found(method: str, path: str) -> Plan:
     return _error(404, f"Invalid URL ({method} {path})")
 
 
-def _control(state: MockState, method: str, path: str) -> Plan:
+class _Fault(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """``POST /_mock/faults``: requests for ``model`` behave as if they carried ``mock``,
+    for the next ``count`` requests (omitted: until ``DELETE /_mock/faults``)."""
+
+    model: str
+    mock: Controls
+    count: int | None = None
+
+
+def _control(state: MockState, method: str, path: str, body: bytes = b"") -> Plan:
+    if path == "/_mock/faults":
+        if method == "POST":
+            try:
+                f = msgspec.json.decode(body, type=_Fault)
+            except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+                return _error(400, f"Invalid fault: {exc}")
+            state.faults[f.model] = [f.mock, -1 if f.count is None else max(1, f.count)]
+            return _json(200, b'{"ok":true}')
+        if method == "DELETE":
+            state.faults.clear()
+            return _json(200, b'{"ok":true}')
     if path == "/_mock/requests":
         if method == "GET":
             return _json(200, state.requests_json())
@@ -359,11 +396,15 @@ def _stream_frames(
     pieces = r.split_text(text, s.chunks)
     if c.event_bytes is not None and c.event_bytes > 0:
         pieces = [p + "x" * (c.event_bytes - len(p.encode())) for p in pieces]
+    head_stall = c.head_stall_ms / 1000
     if first is not None:
-        yield 0.0, first
+        yield head_stall, first
+        head_stall = 0.0
     stall = c.stall_ms / 1000 if c.stall_after is not None else 0.0
     for i in range(len(pieces) + 1):
         delay = s.interval if 0 < i < len(pieces) else 0.0
+        if i == 0:
+            delay += head_stall
         if i == c.stall_after:
             delay += stall
         if i == c.drop_after:

@@ -68,6 +68,13 @@ class Breaker:
             return PROBE
         return DENY
 
+    def allow_state(self, now: float) -> int:
+        """The state as of ``now`` without taking a probe (open past its cool-down reads
+        half-open)."""
+        if self.state == OPEN and now >= self.until:
+            return HALF_OPEN
+        return self.state
+
     def is_failure(self, status: int | None) -> bool:
         """Does an outcome count against the target? ``None``: no answer (connect error,
         timeout, dropped connection)."""
@@ -109,7 +116,7 @@ class Breaker:
 
     def snapshot(self, now: float) -> dict[str, object]:
         out: dict[str, object] = {
-            "state": STATE_NAMES[self.state],
+            "state": STATE_NAMES[self.allow_state(now)],
             "recent_failures": self.bits.bit_count(),
             "opened": self.opened,
         }

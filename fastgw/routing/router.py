@@ -44,6 +44,8 @@ class Target:
 
     __slots__ = (
         "breaker",
+        "calls_failed",
+        "calls_ok",
         "fallback_on",
         "label",
         "model",
@@ -97,6 +99,9 @@ class Target:
         self.fallback_on = frozenset(DEFAULT_FALLBACK_ON if fallback_on is None else fallback_on)
         self.breaker = Breaker(breaker) if breaker is not None else None
         self.stats = Stats() if stats else None
+        #: Calls that got an answer / failed (connection, timeout, 5xx, counted 429s).
+        self.calls_ok = 0
+        self.calls_failed = 0
         self.region = region.strip().lower() if region else None
         self.tags = frozenset(t.strip().lower() for t in tags or ())
 
@@ -368,11 +373,13 @@ class Router:
         return [(name, r.leaves[0].provider.name) for name, r in self.exact.items()]
 
     def health(self) -> dict[str, object]:
-        """Breaker state and statistics of every target (``/readyz`` detail)."""
+        """Breaker state and statistics of the targets that keep any (``/readyz`` detail)."""
         now = time.monotonic()
         out: dict[str, object] = {}
         for route in self.routes():
             for t in route.leaves:
+                if t.breaker is None and t.stats is None:
+                    continue
                 entry: dict[str, object] = {"provider": t.provider.name}
                 if t.breaker is not None:
                     entry["breaker"] = t.breaker.snapshot(now)
@@ -381,6 +388,66 @@ class Router:
                     entry["latency_ewma_ms"] = round(t.stats.latency(now) * 1000, 3)
                 out[t.label] = entry
         return out
+
+    def metrics(self) -> str:
+        """The routing series in Prometheus' text format (this worker's)."""
+        now = time.monotonic()
+        series: dict[str, list[str]] = {name: [] for name, _, _ in _METRICS}
+        for route in self.routes():
+            for t in route.leaves:
+                labels = (
+                    f'model="{_label(route.name)}",target="{_label(t.label)}",'
+                    f'provider="{_label(t.provider.name)}"'
+                )
+                series["fastgw_target_calls_total"].append(
+                    f'fastgw_target_calls_total{{{labels},outcome="ok"}} {t.calls_ok}'
+                )
+                series["fastgw_target_calls_total"].append(
+                    f'fastgw_target_calls_total{{{labels},outcome="failed"}} {t.calls_failed}'
+                )
+                b = t.breaker
+                if b is not None:
+                    series["fastgw_target_breaker_state"].append(
+                        f"fastgw_target_breaker_state{{{labels}}} {b.allow_state(now)}"
+                    )
+                    series["fastgw_target_breaker_opened_total"].append(
+                        f"fastgw_target_breaker_opened_total{{{labels}}} {b.opened}"
+                    )
+                st = t.stats
+                if st is not None:
+                    series["fastgw_target_inflight"].append(
+                        f"fastgw_target_inflight{{{labels}}} {st.inflight}"
+                    )
+                    series["fastgw_target_latency_ewma_seconds"].append(
+                        f"fastgw_target_latency_ewma_seconds{{{labels}}} {st.latency(now):.6f}"
+                    )
+        lines = []
+        for name, kind, help_text in _METRICS:
+            lines.append(f"# HELP {name} {help_text}")
+            lines.append(f"# TYPE {name} {kind}")
+            lines.extend(series[name])
+        return "\n".join(lines) + "\n"
+
+
+_METRICS = (
+    ("fastgw_target_calls_total", "counter", "Upstream calls per target and outcome."),
+    (
+        "fastgw_target_breaker_state",
+        "gauge",
+        "Circuit breaker state per target: 0 closed, 1 open, 2 half-open.",
+    ),
+    ("fastgw_target_breaker_opened_total", "counter", "Times the target's breaker opened."),
+    ("fastgw_target_inflight", "gauge", "Calls in flight (targets under a least-* strategy)."),
+    (
+        "fastgw_target_latency_ewma_seconds",
+        "gauge",
+        "Latency estimate (EWMA; targets under a least-* strategy; 0 = unknown).",
+    ),
+)
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 class _Inherited:
