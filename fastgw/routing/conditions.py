@@ -183,14 +183,24 @@ def _number(v: Any) -> float | None:
 
 
 def _same(actual: Any, expected: Any) -> bool:
-    """Equality where a header's text meets a config number or boolean (``"5"`` == 5)."""
-    if actual == expected and type(actual) is not bool and type(expected) is not bool:
-        return True
+    """Equality where text meets a number or boolean (``"5"`` == 5, ``"true"`` == true):
+    headers are text, config values and JSON members need not be."""
     if isinstance(actual, bool) or isinstance(expected, bool):
-        return actual is expected or (isinstance(actual, str) and actual == _text(expected))
-    if isinstance(actual, str) and not isinstance(expected, str):
+        if type(actual) is type(expected):
+            return bool(actual == expected)
+    elif isinstance(actual, int | float) and isinstance(expected, int | float):
+        return bool(actual == expected)
+    elif type(actual) is type(expected):
+        return bool(actual == expected)
+    if isinstance(actual, str) and _scalar(expected):
         return actual == _text(expected)
+    if isinstance(expected, str) and _scalar(actual):
+        return expected == _text(actual)
     return False
+
+
+def _scalar(v: Any) -> bool:
+    return isinstance(v, bool | int | float)
 
 
 def _text(v: Any) -> str:

@@ -61,8 +61,7 @@ class Breaker:
         if state == OPEN:
             if now < self.until:
                 return DENY
-            self.state = HALF_OPEN
-            self.probing = 0
+            self.state = HALF_OPEN  # ``probing`` keeps counting probes still in flight
         if self.probing < self.probes:
             self.probing += 1
             return PROBE
@@ -120,7 +119,7 @@ class Breaker:
             "recent_failures": self.bits.bit_count(),
             "opened": self.opened,
         }
-        if self.state == OPEN:
+        if self.allow_state(now) == OPEN:
             out["retry_after"] = round(self.retry_after(now), 3)
         return out
 
@@ -145,7 +144,7 @@ class Stats:
 
     def failed(self, seconds: float, now: float) -> None:
         """A failed call: at least four times the current estimate and a second."""
-        self.sample(max(seconds, 4 * self.ewma, 1.0), now)
+        self.sample(max(seconds, 4 * self.latency(now), 1.0), now)
 
     def latency(self, now: float) -> float:
         """The estimate; 0 when unknown or stale, so such a target gets tried."""

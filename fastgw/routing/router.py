@@ -344,8 +344,8 @@ class Router:
                     fallback_on=own.fallback_on,
                     breaker=own.breaker,
                     stats=stats,
-                    region=t.region,
-                    tags=t.tags,
+                    region=own.region,
+                    tags=own.tags,
                     name=t.name,
                 )
             )
@@ -453,7 +453,16 @@ def _label(value: str) -> str:
 class _Inherited:
     """Settings a node passes down: each one the nearest node's that sets it."""
 
-    __slots__ = ("breaker", "fallback_on", "override_params", "retry", "stats", "timeout")
+    __slots__ = (
+        "breaker",
+        "fallback_on",
+        "override_params",
+        "region",
+        "retry",
+        "stats",
+        "tags",
+        "timeout",
+    )
 
     def __init__(
         self,
@@ -463,6 +472,8 @@ class _Inherited:
         breaker: BreakerConfig | None,
         override_params: dict[str, object],
         stats: bool,
+        region: str | None = None,
+        tags: list[str] | None = None,
     ) -> None:
         self.retry = retry
         self.fallback_on = fallback_on
@@ -470,12 +481,16 @@ class _Inherited:
         self.breaker = breaker
         self.override_params = override_params
         self.stats = stats
+        #: A nested node's region applies to the targets below it that set none; its tags
+        #: are added to theirs.
+        self.region = region
+        self.tags = tags or []
 
     @classmethod
     def root(cls, m: _StrategyFields) -> _Inherited:
         return cls(m.retry, m.fallback_on, m.timeout, m.breaker, dict(m.override_params), False)
 
-    def under(self, t: _StrategyFields, stats: bool) -> _Inherited:
+    def under(self, t: TargetConfig, stats: bool) -> _Inherited:
         return _Inherited(
             t.retry or self.retry,
             t.fallback_on if t.fallback_on is not None else self.fallback_on,
@@ -483,4 +498,6 @@ class _Inherited:
             t.breaker or self.breaker,
             {**self.override_params, **t.override_params},
             stats,
+            t.region or self.region,
+            [*self.tags, *t.tags],
         )
