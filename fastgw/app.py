@@ -622,6 +622,30 @@ class Gateway:
         headers: Headers,
         mreq: anthropic_api.MessagesRequest | None = None,
     ) -> None:
+        """``_serve`` with the client watched: when it disconnects — waiting for an upstream
+        answer, in a backoff, or mid-stream — the work is cancelled and the upstream
+        connection dropped at once (which tells the provider to stop generating)."""
+        task = asyncio.current_task()
+        assert task is not None
+        watcher = _DisconnectWatch(receive, task)
+        try:
+            await self._serve(send, req, rid, out, headers, mreq)
+        except asyncio.CancelledError:
+            if not watcher.fired:
+                raise
+            task.uncancel()  # the client is gone: nobody to answer
+        finally:
+            watcher.stop()
+
+    async def _serve(
+        self,
+        send: Send,
+        req: ParsedRequest | None,
+        rid: bytes,
+        out: _Output,
+        headers: Headers,
+        mreq: anthropic_api.MessagesRequest | None,
+    ) -> None:
         """Serve a request from its model's targets in the order the route gives: retries
         per target, then the next target (fallback) — only before a byte of the answer
         reached the client. Targets whose breaker is open are skipped. ``req`` is the OpenAI
@@ -728,9 +752,7 @@ class Gateway:
                         del req, mreq  # a stream may last minutes: hold no copy of the request
                         sent.request = None
                         filt = sent.out.relay(sent.relay)
-                        await self._relay_stream(
-                            receive, send, target, sent, filt, rid, routing, timeouts
-                        )
+                        await self._relay_stream(send, target, sent, filt, rid, routing, timeouts)
                         return
                     await self._answer(send, target, sent, rid, routing)
                     return
@@ -867,7 +889,6 @@ class Gateway:
 
     async def _relay_stream(
         self,
-        receive: Receive,
         send: Send,
         target: Target,
         sent: _Sent,
@@ -876,13 +897,10 @@ class Gateway:
         routing: Headers,
         timeouts: Timeouts,
     ) -> None:
-        """Relay a stream event by event (its first bytes already read); a client disconnect
-        cancels the upstream."""
+        """Relay a stream event by event (its first bytes already read). A client disconnect
+        cancels this task (``_proxy`` watches), which drops the upstream connection."""
         resp = sent.resp
         out = sent.out
-        task = asyncio.current_task()
-        assert task is not None
-        watcher = _DisconnectWatch(receive, task)
         try:
             headers = [
                 *_SSE_HEADERS,
@@ -918,13 +936,7 @@ class Gateway:
                     {"type": "http.response.body", "body": out.error_event(err), "more_body": True}
                 )
             await send(_END)
-        except asyncio.CancelledError:
-            if not watcher.fired:
-                raise
-            task.uncancel()
-            resp.close()  # the client is gone: drop the upstream connection (cancels generation)
         finally:
-            watcher.stop()
             resp.close()  # no-op when the stream ended normally (its connection was released)
 
 

@@ -188,9 +188,9 @@ def _same(actual: Any, expected: Any) -> bool:
     if isinstance(actual, bool) or isinstance(expected, bool):
         if type(actual) is type(expected):
             return bool(actual == expected)
-    elif isinstance(actual, int | float) and isinstance(expected, int | float):
-        return bool(actual == expected)
-    elif type(actual) is type(expected):
+    elif type(actual) is type(expected) or (
+        isinstance(actual, int | float) and isinstance(expected, int | float)
+    ):
         return bool(actual == expected)
     if isinstance(actual, str) and _scalar(expected):
         return actual == _text(expected)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import threading
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -35,6 +37,45 @@ def _mock(**controls: Any) -> dict[str, Any]:
     return {"override_params": {"mock": controls}}
 
 
+class HangServer:
+    """Accepts connections, reads what comes, never answers; notes when each is closed."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.open = 0
+        self.closed = 0
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with self.lock:
+                self.open += 1
+            threading.Thread(target=self._hold, args=(conn,), daemon=True).start()
+
+    def _hold(self, conn: socket.socket) -> None:
+        with conn:
+            while True:
+                try:
+                    if not conn.recv(65536):
+                        break
+                except OSError:
+                    break
+        with self.lock:
+            self.closed += 1
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+HANG = HangServer()
+
+
 def config(mock: Proc) -> dict[str, Any]:
     base = f"{mock.url}/v1"
     return {
@@ -44,6 +85,11 @@ def config(mock: Proc) -> dict[str, Any]:
             "dead": {"kind": "openai", "base_url": DEAD, "api_key": SECRET},
             "claude": {"kind": "anthropic", "base_url": base, "api_key": SECRET},
             "claude-dead": {"kind": "anthropic", "base_url": DEAD, "api_key": SECRET},
+            "hang": {
+                "kind": "openai",
+                "base_url": f"http://127.0.0.1:{HANG.port}/v1",
+                "api_key": SECRET,
+            },
             "impatient": {
                 "kind": "openai",
                 "base_url": base,
@@ -146,6 +192,7 @@ def config(mock: Proc) -> dict[str, Any]:
                 ],
             },
             "slow": {"targets": [_t("slow-3s", **_mock(latency_ms=3000))]},
+            "hang": {"targets": [{"provider": "hang", "model": "h"}]},
             "claude-fb": {
                 "retry": {"attempts": 2, "backoff": "10ms"},
                 "targets": [
@@ -507,3 +554,25 @@ async def test_messages_to_anthropic_targets_retry_and_fall_back(
         assert r.status == 200
         raw = await r.read()
     assert b"event: message_stop" in raw
+
+
+# -- client disconnects ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_client_leaving_drops_the_waiting_upstream_call(gw: Proc, stream: bool) -> None:
+    """A client that gives up while the upstream has not answered yet (non-streamed, or a
+    stream before its head) takes the upstream connection with it — at once, not at the
+    gateway's first_byte timeout (120 s here)."""
+    opened, closed = HANG.open, HANG.closed
+    timeout = aiohttp.ClientTimeout(total=0.5)
+    async with aiohttp.ClientSession(timeout=timeout) as s:
+        with pytest.raises(asyncio.TimeoutError):
+            async with s.post(f"{gw.url}{CHAT}", json=body("hang", stream=stream)) as r:
+                await r.read()
+    assert HANG.open == opened + 1
+    for _ in range(60):  # 3 s at most
+        if HANG.closed > closed:
+            break
+        await asyncio.sleep(0.05)
+    assert HANG.closed == closed + 1
