@@ -237,19 +237,31 @@ class _Sent:
         self.native = native
 
 
-class _DisconnectWatch:
-    """Cancels ``task`` when the client disconnects. Granian's ``receive()`` returns a
-    future, so a done-callback is enough (no task per stream); with other servers the
-    coroutine is wrapped in a task."""
+#: A request still waiting after one to two sweeps of this interval gets its client watched.
+_WATCH_SWEEP = 0.25
 
-    __slots__ = ("_pending", "_receive", "_task", "fired")
+
+class _DisconnectWatch:
+    """Cancels ``task`` when the client disconnects, once ``arm()``-ed. Granian's
+    ``receive()`` returns a future, so a done-callback is enough (no task per request); with
+    other servers the coroutine is wrapped in a task. Arming costs the server a receive per
+    request, so quick answers are never armed: streams are armed when they start, and the
+    gateway's sweep arms any other request still waiting after 0.25–0.5 s."""
+
+    __slots__ = ("_pending", "_receive", "armed", "fired", "seen", "task")
 
     def __init__(self, receive: Receive, task: asyncio.Task[None]) -> None:
         self._receive = receive
-        self._task = task
+        self.task = task
         self._pending: Any = None
+        self.armed = False
         self.fired = False
-        self._arm()
+        self.seen = False  # by one sweep already
+
+    def arm(self) -> None:
+        if not self.armed:
+            self.armed = True
+            self._arm()
 
     def _arm(self) -> None:
         aw: Any = self._receive()
@@ -267,11 +279,13 @@ class _DisconnectWatch:
             msg = {"type": "http.disconnect"}
         if msg["type"] == "http.disconnect":
             self.fired = True
-            self._task.cancel()
+            self.task.cancel()
         else:
             self._arm()
 
     def stop(self) -> None:
+        if not self.armed:
+            return
         pending, self._pending = self._pending, None
         if isinstance(pending, asyncio.Task):
             pending.cancel()
@@ -297,6 +311,11 @@ class Gateway:
         self.max_event = cfg.server.max_event_bytes
         self.client: Client | None = None
         self.ready = False
+        #: Requests whose client is not watched yet (see _DisconnectWatch), and whether the
+        #: sweep that arms the long-waiting ones is scheduled.
+        self._waiting: set[_DisconnectWatch] = set()
+        self._sweeping = False
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.demo: ASGIApp | None = None
         if cfg.server.demo_upstream:
             from .mock.asgi import make_asgi_app
@@ -376,13 +395,17 @@ class Gateway:
         path: str = scope["path"]
         request_id = b""
         content_length = -1
+        controls = False  # x-fastgw-* request headers present (routing reads them)
         for name, value in scope["headers"]:
             if name == b"x-request-id":
                 request_id = value
             elif name == b"content-length":
                 content_length = int(value) if value.isdigit() else -1
+            elif name[:9] == b"x-fastgw-":
+                controls = True
         ctx_id = _request_id(request_id)
         route = self.routes.get(path)
+        watcher: _DisconnectWatch | None = None
         try:
             if route is None:
                 ingress = self.ingress.get(path)
@@ -404,20 +427,27 @@ class Gateway:
                     headers=[(b"allow", method.encode())],
                 )
             if isinstance(action, Endpoint):
-                # passed without a local, so _proxy alone holds the request (and drops it
+                watcher = self._watch(receive)
+                # passed without a local, so _serve alone holds the request (and drops it
                 # while a stream runs)
-                await self._proxy(
-                    receive,
+                await self._serve(
                     send,
                     parse_request(action, await self._read_body(receive, content_length)),
                     ctx_id,
                     _OPENAI_OUT,
                     scope["headers"],
+                    controls,
+                    None,
+                    watcher,
                 )
             else:
                 await action(send, ctx_id)
         except GatewayError as err:
             await self._send_error(send, err, ctx_id)
+        except asyncio.CancelledError:
+            if watcher is None or not watcher.fired:
+                raise
+            watcher.task.uncancel()  # the client is gone: nobody to answer
         except Exception:  # the error boundary: log, answer 500 without details
             sys.stderr.write(f"fastgw: internal error, request {ctx_id.decode()}\n")
             traceback.print_exc()
@@ -426,6 +456,10 @@ class Gateway:
             )
             with contextlib.suppress(Exception):  # fails only if the response had started
                 await self._send_error(send, internal, ctx_id)
+        finally:
+            if watcher is not None:
+                self._waiting.discard(watcher)
+                watcher.stop()
 
     async def _read_body(self, receive: Receive, content_length: int) -> bytes:
         """The request body, at most ``max_body_bytes``. A larger body is still read (and
@@ -543,9 +577,8 @@ class Gateway:
         self, scope: Scope, receive: Receive, send: Send, body: bytes, rid: bytes
     ) -> None:
         mreq = anthropic_api.parse_messages(body)
-        await self._proxy(
-            receive, send, None, rid, _AnthropicOutput(mreq.model, rid), scope["headers"], mreq
-        )
+        out = _AnthropicOutput(mreq.model, rid)
+        await self._proxy(receive, send, rid, out, scope["headers"], mreq)
 
     async def _count_tokens(
         self, scope: Scope, receive: Receive, send: Send, body: bytes, rid: bytes
@@ -616,26 +649,52 @@ class Gateway:
         self,
         receive: Receive,
         send: Send,
-        req: ParsedRequest | None,
         rid: bytes,
         out: _Output,
         headers: Headers,
-        mreq: anthropic_api.MessagesRequest | None = None,
+        mreq: anthropic_api.MessagesRequest,
     ) -> None:
-        """``_serve`` with the client watched: when it disconnects — waiting for an upstream
-        answer, in a backoff, or mid-stream — the work is cancelled and the upstream
-        connection dropped at once (which tells the provider to stop generating)."""
-        task = asyncio.current_task()
-        assert task is not None
-        watcher = _DisconnectWatch(receive, task)
+        """``_serve`` for another client API's request, with the client watched (the OpenAI
+        routes do the same inline in ``__call__``)."""
+        controls = any(name[:9] == b"x-fastgw-" for name, _ in headers)
+        watcher = self._watch(receive)
         try:
-            await self._serve(send, req, rid, out, headers, mreq)
+            await self._serve(send, None, rid, out, headers, controls, mreq, watcher)
         except asyncio.CancelledError:
             if not watcher.fired:
                 raise
-            task.uncancel()  # the client is gone: nobody to answer
+            watcher.task.uncancel()  # the client is gone: nobody to answer
         finally:
+            self._waiting.discard(watcher)
             watcher.stop()
+
+    def _watch(self, receive: Receive) -> _DisconnectWatch:
+        """A disconnect watch for the current request, armed by the sweep if it waits."""
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        task = asyncio.current_task(loop)  # with the loop: a third of the cost
+        assert task is not None
+        watcher = _DisconnectWatch(receive, task)
+        self._waiting.add(watcher)
+        if not self._sweeping:
+            self._sweeping = True
+            loop.call_later(_WATCH_SWEEP, self._sweep)
+        return watcher
+
+    def _sweep(self) -> None:
+        """Arm the disconnect watch of requests seen waiting by the previous sweep too."""
+        waiting = self._waiting
+        if not waiting:
+            self._sweeping = False
+            return
+        due = [w for w in waiting if w.seen]
+        for w in waiting:
+            w.seen = True
+        for w in due:
+            waiting.discard(w)
+            w.arm()
+        asyncio.get_running_loop().call_later(_WATCH_SWEEP, self._sweep)
 
     async def _serve(
         self,
@@ -644,7 +703,9 @@ class Gateway:
         rid: bytes,
         out: _Output,
         headers: Headers,
+        controls: bool,
         mreq: anthropic_api.MessagesRequest | None,
+        watcher: _DisconnectWatch,
     ) -> None:
         """Serve a request from its model's targets in the order the route gives: retries
         per target, then the next target (fallback) — only before a byte of the answer
@@ -657,10 +718,14 @@ class Gateway:
             assert req is not None
             model, raw = req.model, req.raw
         route, default_model = self._resolve(model)
-        facts = self._facts(headers, raw, model)
+        facts: RequestFacts | None = None
+        deadline: float | None = None
+        if controls or route.fixed is None:  # the request or the route has a say
+            facts = self._facts(headers, raw, model)
+            if facts.timeout is not None:
+                deadline = time.monotonic() + facts.timeout
         del raw
         targets = route.order(facts)
-        deadline = None if facts.timeout is None else time.monotonic() + facts.timeout
         attempts = fallbacks = 0
         last_err: GatewayError | None = None
         open_wait: float | None = None
@@ -675,7 +740,7 @@ class Gateway:
                     now = time.monotonic()
                     cut = _within(timeouts, deadline - now)
                     if cut is None:
-                        raise _deadline_error(facts, target, attempts, fallbacks)
+                        raise _deadline_error(target, attempts, fallbacks)
                     timeouts = cut
                 token = PASS
                 if br is not None:
@@ -717,7 +782,7 @@ class Gateway:
                     if not upstream:
                         raise  # the request itself is refused (e.g. unsupported parameter)
                     if deadline is not None and err.transport and time.monotonic() >= deadline:
-                        raise _deadline_error(facts, target, attempts, fallbacks) from None
+                        raise _deadline_error(target, attempts, fallbacks) from None
                     err.headers.extend(_routing_headers(target, attempts, fallbacks))
                     last_err = err
                     retryable = err.transport or err.upstream_status in retry.on_status
@@ -751,10 +816,14 @@ class Gateway:
                     if sent.relay is not None and sent.stream:
                         del req, mreq  # a stream may last minutes: hold no copy of the request
                         sent.request = None
+                        self._waiting.discard(watcher)
+                        watcher.arm()
                         filt = sent.out.relay(sent.relay)
                         await self._relay_stream(send, target, sent, filt, rid, routing, timeouts)
                         return
-                    await self._answer(send, target, sent, rid, routing)
+                    start, body = _answer(target, sent, rid, routing)
+                    await send(start)
+                    await send(body)
                     return
                 finally:
                     if st is not None:
@@ -762,30 +831,6 @@ class Gateway:
         if last_err is not None:
             raise last_err  # the last target's failure (with its routing headers)
         raise _all_open_error(route, open_wait or 0.0)
-
-    async def _answer(
-        self, send: Send, target: Target, sent: _Sent, rid: bytes, routing: Headers
-    ) -> None:
-        """A whole (non-streamed) answer: converted to the client's API when needed."""
-        data = sent.resp.body
-        ctype = sent.ctype
-        if sent.native and sent.relay is None:
-            assert sent.request is not None
-            data = target.provider.transform_response(sent.request, data)
-            ctype = b"application/json"
-        out = sent.out
-        if out is not _OPENAI_OUT and out is not _PASSTHROUGH:
-            data = out.body(data)
-            ctype = b"application/json"
-        headers = [
-            (b"content-type", ctype),
-            (b"content-length", b"%d" % len(data)),
-            (b"x-request-id", rid),
-            (b"x-fastgw-provider", target.provider_header),
-            *routing,
-        ]
-        await send({"type": "http.response.start", "status": sent.resp.status, "headers": headers})
-        await send({"type": "http.response.body", "body": data})
 
     async def _attempt(
         self,
@@ -940,6 +985,32 @@ class Gateway:
             resp.close()  # no-op when the stream ended normally (its connection was released)
 
 
+def _answer(target: Target, sent: _Sent, rid: bytes, routing: Headers) -> tuple[Message, Message]:
+    """The messages of a whole (non-streamed) answer, converted to the client's API when
+    needed (a plain function: no coroutine per answer)."""
+    data = sent.resp.body
+    ctype = sent.ctype
+    if sent.native and sent.relay is None:
+        assert sent.request is not None
+        data = target.provider.transform_response(sent.request, data)
+        ctype = b"application/json"
+    out = sent.out
+    if out is not _OPENAI_OUT and out is not _PASSTHROUGH:
+        data = out.body(data)
+        ctype = b"application/json"
+    headers = [
+        (b"content-type", ctype),
+        (b"content-length", b"%d" % len(data)),
+        (b"x-request-id", rid),
+        (b"x-fastgw-provider", target.provider_header),
+        *routing,
+    ]
+    return (
+        {"type": "http.response.start", "status": sent.resp.status, "headers": headers},
+        {"type": "http.response.body", "body": data},
+    )
+
+
 def _passthrough_request(
     headers: Headers,
     raw: bytes,
@@ -1001,13 +1072,10 @@ def _within(t: Timeouts, remaining: float) -> Timeouts | None:
     )
 
 
-def _deadline_error(
-    facts: RequestFacts, target: Target, attempts: int, fallbacks: int
-) -> GatewayError:
+def _deadline_error(target: Target, attempts: int, fallbacks: int) -> GatewayError:
     err = GatewayError(
         504,
-        f"The request's deadline (x-fastgw-timeout: {facts.timeout:g}s) passed before an "
-        "answer came.",
+        "The request's deadline (its x-fastgw-timeout header) passed before an answer came.",
         "timeout_error",
         "request_timeout",
     )
