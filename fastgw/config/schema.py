@@ -82,7 +82,9 @@ class RetryConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     #: Attempts per target (1 = no retry).
     attempts: int = 1
     #: Upstream statuses retried (connection failures and timeouts always are).
-    on_status: list[int] = msgspec.field(default_factory=lambda: [429, 500, 502, 503, 504])
+    on_status: list[int] = msgspec.field(
+        default_factory=lambda: [429, 500, 502, 503, 504, 529]
+    )
     #: First wait; doubled each retry (with jitter), at most ``max_backoff``.
     backoff: Duration = 0.25
     max_backoff: Duration = 5.0
@@ -153,7 +155,8 @@ class TargetConfig(_StrategyFields, kw_only=True, forbid_unknown_fields=True):
     tags: list[str] = []
 
 
-DEFAULT_FALLBACK_ON = [429, 500, 502, 503, 504]
+#: 429 and every 5xx (Anthropic's 529 "overloaded" included).
+DEFAULT_FALLBACK_ON = [429, *range(500, 600)]
 
 
 class ModelConfig(_StrategyFields, kw_only=True, forbid_unknown_fields=True):

@@ -892,3 +892,12 @@ def test_a_valid_tree_validates_and_builds() -> None:
     r = Router(cfg).exact["m"]
     assert models(r.order(facts(headers={"x-n": "7"}))) == ["d"]
     assert set(models(r.order(facts(metadata={"tier": "team"})))) == {"a", "b"}
+
+
+def test_default_fallback_and_retry_statuses_cover_overload() -> None:
+    """By default every 5xx (Anthropic's 529 too) and 429 move on to the next target; 4xx
+    other than 429 never do. Retries by default cover 529 as well."""
+    t = route({"targets": [leaf("a"), leaf("b")]}).leaves[0]
+    assert {429, 500, 501, 502, 503, 504, 529, 599} <= t.fallback_on
+    assert not {400, 401, 403, 404, 413, 422} & t.fallback_on
+    assert 529 in t.retry.on_status and 400 not in t.retry.on_status

@@ -1,0 +1,126 @@
+"""Interleaved A/B of two (or more) checkouts through the real server: c=1 latency p50 and
+req/s at 64 connections, with wrk, several rounds, medians.
+
+Each round starts each tree's gateway in turn (``python -m fastgw serve`` run from that
+tree, one worker on core 0; the mock upstream and wrk on core 1), so slow phases of a noisy
+machine hit every tree alike. Build each tree's compiled core first
+(``python setup.py build_ext --inplace`` in it).
+
+    python bench/ab_trees.py --rounds 4 /path/to/before .
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make ``bench.run`` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.run import free_port  # after the sys.path fix above
+
+
+def wait_port(port: int, limit_s: float) -> None:
+    deadline = time.monotonic() + limit_s
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"nothing answers on 127.0.0.1:{port}") from None
+            time.sleep(0.05)
+
+
+LUA = """wrk.method = "POST"
+wrk.body = '{"model":"m","messages":[{"role":"user","content":"hi"}]}'
+wrk.headers["Content-Type"] = "application/json"
+"""
+
+
+def _wrk(url: str, script: str, conns: int, seconds: int, latency: bool = False) -> str:
+    cmd = ["taskset", "-c", "1", "wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "-s", script]
+    if latency:
+        cmd.append("--latency")
+    return subprocess.run([*cmd, url], capture_output=True, text=True, check=True).stdout
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("trees", nargs="+")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    py = sys.executable
+    mock_port = free_port()
+    mock = subprocess.Popen(
+        ["taskset", "-c", "1", py, "-m", "fastgw.mock", "--port", str(mock_port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    results: dict[str, list[tuple[float, float]]] = {t: [] for t in args.trees}
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = os.path.join(tmp, "gw.yaml")
+        with open(cfg, "w") as f:
+            f.write(
+                "providers:\n"
+                f"  m: {{kind: openai, base_url: 'http://127.0.0.1:{mock_port}/v1', api_key: k}}\n"
+                "models:\n  m: {targets: [{provider: m, model: x}]}\n"
+            )
+        script = os.path.join(tmp, "chat.lua")
+        with open(script, "w") as f:
+            f.write(LUA)
+        try:
+            wait_port(mock_port, 20)
+            for _ in range(args.rounds):
+                for tree in args.trees:
+                    port = free_port()
+                    env = {k: v for k, v in os.environ.items() if not k.startswith("FASTGW")}
+                    cmd = ["taskset", "-c", "0", py, "-m", "fastgw", "serve"]
+                    gw = subprocess.Popen(
+                        [*cmd, "--config", cfg, "--port", str(port)],
+                        cwd=tree,
+                        env=env,
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                        start_new_session=True,
+                    )
+                    try:
+                        wait_port(port, 20)
+                        time.sleep(0.3)
+                        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+                        _wrk(url, script, 1, 1)
+                        out = _wrk(url, script, 1, 4, latency=True)
+                        m = re.search(r"50%\s+([\d.]+)(us|ms)", out)
+                        assert m is not None, out
+                        p50 = float(m.group(1)) * (1000 if m.group(2) == "ms" else 1)
+                        out = _wrk(url, script, 64, 4)
+                        r = re.search(r"Requests/sec:\s+([\d.]+)", out)
+                        assert r is not None, out
+                        results[tree].append((p50, float(r.group(1))))
+                    finally:
+                        os.killpg(gw.pid, signal.SIGKILL)
+                        gw.wait()
+        finally:
+            os.killpg(mock.pid, signal.SIGKILL)
+            mock.wait()
+    for tree, runs in results.items():
+        p50s = [p for p, _ in runs]
+        rps = [r for _, r in runs]
+        print(
+            f"{tree}: c=1 p50 median {statistics.median(p50s):.0f} µs {p50s}; "
+            f"req/s median {statistics.median(rps):,.0f} {[round(x) for x in rps]}"
+        )
+
+
+if __name__ == "__main__":
+    main()
