@@ -44,7 +44,7 @@ import aiohttp
 if __package__ in (None, ""):  # run as a script: make ``bench.run`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.run import (  # after the sys.path fix above
+from bench.run import (
     _WRK_SCRIPT,
     CHAT_PATH,
     HEADERS,
@@ -61,10 +61,10 @@ from bench.run import (  # after the sys.path fix above
     start_mock,
     wait_ready,
 )
+from bench.run import measure_ttft as run_measure_ttft  # after the sys.path fix above
 
 HEALTHY = "healthy"
 HUNG = "hung"
-TTFT_WARMUP = 20
 
 
 def log(msg: str) -> None:
@@ -278,30 +278,13 @@ async def check_healthy(url: str) -> None:
 
 
 async def measure_ttft(url: str, n: int) -> dict[str, Any]:
-    """``n`` sequential streams to ``healthy`` on one keep-alive connection (after
-    TTFT_WARMUP more): µs from sending the request to the first content chunk, the event
-    after the role chunk."""
-    data = body(HEALTHY, True, chunks=4)
-    samples: list[float] = []
-    conn = aiohttp.TCPConnector(limit=1)
-    async with aiohttp.ClientSession(headers=HEADERS, connector=conn) as session:
-        for i in range(n + TTFT_WARMUP):
-            t0 = time.perf_counter()
-            first = 0.0
-            buf = b""
-            async with session.post(url, data=data) as resp:
-                async for piece in resp.content.iter_any():
-                    buf += piece
-                    if not first and buf.count(b"\n\n") >= 2:
-                        first = time.perf_counter()
-            if resp.status != 200 or not first:
-                raise BenchError(f"stream failed during TTFT: {resp.status} {buf[:200]!r}")
-            if i >= TTFT_WARMUP:
-                samples.append((first - t0) * 1e6)
+    """``n`` sequential streams to ``healthy`` (run.py's TTFT measure, 20 warm-up streams
+    first): µs from sending the request to the first content chunk."""
+    got = await run_measure_ttft(url, n, body(HEALTHY, True, chunks=4))
     return {
-        "p50_us": round(percentile(samples, 50), 1),
-        "p99_us": round(percentile(samples, 99), 1),
-        "max_us": round(max(samples), 1),
+        "p50_us": round(got["p50_us"], 1),
+        "p99_us": round(got["p99_us"], 1),
+        "max_us": round(got["max_us"], 1),
         "streams": n,
     }
 

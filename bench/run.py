@@ -347,10 +347,12 @@ async def py_latency(url: str, seconds: float) -> dict[str, Any]:
     }
 
 
-async def measure_ttft(url: str, n: int) -> dict[str, Any]:
-    """Sequential streams on one keep-alive connection: µs from sending the request to the
-    first content chunk (the first event after the role chunk)."""
-    body = chat_body(True, chunks=4)
+async def measure_ttft(url: str, n: int, body: bytes | None = None) -> dict[str, Any]:
+    """Sequential streams on one keep-alive connection (``body``: the request, by default a
+    4-chunk stream of the benchmark's model): µs from sending the request to the first
+    content chunk (the first event after the role chunk)."""
+    if body is None:
+        body = chat_body(True, chunks=4)
     samples: list[float] = []
     conn = aiohttp.TCPConnector(limit=1)
     async with aiohttp.ClientSession(headers=HEADERS, connector=conn) as session:
@@ -371,6 +373,7 @@ async def measure_ttft(url: str, n: int) -> dict[str, Any]:
         "p50_us": percentile(samples, 50),
         "p99_us": percentile(samples, 99),
         "mean_us": statistics.fmean(samples),
+        "max_us": max(samples),
         "requests": n,
     }
 

@@ -82,9 +82,7 @@ class RetryConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     #: Attempts per target (1 = no retry).
     attempts: int = 1
     #: Upstream statuses retried (connection failures and timeouts always are).
-    on_status: list[int] = msgspec.field(
-        default_factory=lambda: [429, 500, 502, 503, 504, 529]
-    )
+    on_status: list[int] = msgspec.field(default_factory=lambda: [429, 500, 502, 503, 504, 529])
     #: First wait; doubled each retry (with jitter), at most ``max_backoff``.
     backoff: Duration = 0.25
     max_backoff: Duration = 5.0

@@ -399,28 +399,21 @@ class Router:
                     f'model="{_label(route.name)}",target="{_label(t.label)}",'
                     f'provider="{_label(t.provider.name)}"'
                 )
-                series["fastgw_target_calls_total"].append(
-                    f'fastgw_target_calls_total{{{labels},outcome="ok"}} {t.calls_ok}'
-                )
-                series["fastgw_target_calls_total"].append(
-                    f'fastgw_target_calls_total{{{labels},outcome="failed"}} {t.calls_failed}'
-                )
-                b = t.breaker
-                if b is not None:
-                    series["fastgw_target_breaker_state"].append(
-                        f"fastgw_target_breaker_state{{{labels}}} {b.allow_state(now)}"
-                    )
-                    series["fastgw_target_breaker_opened_total"].append(
-                        f"fastgw_target_breaker_opened_total{{{labels}}} {b.opened}"
-                    )
-                st = t.stats
-                if st is not None:
-                    series["fastgw_target_inflight"].append(
-                        f"fastgw_target_inflight{{{labels}}} {st.inflight}"
-                    )
-                    series["fastgw_target_latency_ewma_seconds"].append(
-                        f"fastgw_target_latency_ewma_seconds{{{labels}}} {st.latency(now):.6f}"
-                    )
+
+                samples: list[tuple[str, object, str]] = [
+                    ("fastgw_target_calls_total", t.calls_ok, ',outcome="ok"'),
+                    ("fastgw_target_calls_total", t.calls_failed, ',outcome="failed"'),
+                ]
+                if t.breaker is not None:
+                    samples.append(("fastgw_target_breaker_state", t.breaker.allow_state(now), ""))
+                    samples.append(("fastgw_target_breaker_opened_total", t.breaker.opened, ""))
+                if t.stats is not None:
+                    st = t.stats
+                    samples.append(("fastgw_target_inflight", st.inflight, ""))
+                    latency = f"{st.latency(now):.6f}"
+                    samples.append(("fastgw_target_latency_ewma_seconds", latency, ""))
+                for name, value, extra in samples:
+                    series[name].append(f"{name}{{{labels}{extra}}} {value}")
         lines = []
         for name, kind, help_text in _METRICS:
             lines.append(f"# HELP {name} {help_text}")
