@@ -32,7 +32,7 @@ from .providers.registry import kinds
 from .routing import Route, Router, Target
 from .routing import errors as upstream_errors
 from .routing.conditions import RequestFacts
-from .routing.health import DENY, PASS
+from .routing.health import DENY, OPEN, PASS
 from .upstream import Client, Response, Timeouts, UpstreamError
 
 Headers = list[tuple[bytes, bytes]]
@@ -51,6 +51,9 @@ _MAX_UNSTREAMED = 64 * 1024 * 1024
 #: Bytes past the body limit still read (and dropped) before answering 413.
 _DRAIN_LIMIT = 8 * 1024 * 1024
 _END: Message = {"type": "http.response.body", "body": b"", "more_body": False}
+#: Upstream statuses that count as a target's failure in its counters and latency statistics
+#: (a 4xx other than 429 is the request's fault, not the target's).
+_FAILURES = frozenset([429, *range(500, 600)])
 _encoder = msgspec.json.Encoder()
 _raw_fields_decoder = msgspec.json.Decoder(dict[str, msgspec.Raw])
 
@@ -314,8 +317,7 @@ class Gateway:
         #: Requests whose client is not watched yet (see _DisconnectWatch), and whether the
         #: sweep that arms the long-waiting ones is scheduled.
         self._waiting: set[_DisconnectWatch] = set()
-        self._sweeping = False
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._sweep_loop: asyncio.AbstractEventLoop | None = None
         self.demo: ASGIApp | None = None
         if cfg.server.demo_upstream:
             from .mock.asgi import make_asgi_app
@@ -669,24 +671,26 @@ class Gateway:
             watcher.stop()
 
     def _watch(self, receive: Receive) -> _DisconnectWatch:
-        """A disconnect watch for the current request, armed by the sweep if it waits."""
-        loop = self._loop
-        if loop is None:
-            loop = self._loop = asyncio.get_running_loop()
+        """A disconnect watch for the current request; ``_serve`` enlists it with the sweep
+        once the body has been read (until then ``receive()`` is the body reader's)."""
+        loop = asyncio.get_running_loop()
         task = asyncio.current_task(loop)  # with the loop: a third of the cost
         assert task is not None
-        watcher = _DisconnectWatch(receive, task)
+        return _DisconnectWatch(receive, task)
+
+    def _enlist(self, watcher: _DisconnectWatch) -> None:
+        """Let the sweep arm ``watcher`` if its request is still waiting after a while."""
         self._waiting.add(watcher)
-        if not self._sweeping:
-            self._sweeping = True
+        loop = asyncio.get_running_loop()
+        if self._sweep_loop is not loop:  # none scheduled (or on a loop that has gone)
+            self._sweep_loop = loop
             loop.call_later(_WATCH_SWEEP, self._sweep)
-        return watcher
 
     def _sweep(self) -> None:
         """Arm the disconnect watch of requests seen waiting by the previous sweep too."""
         waiting = self._waiting
         if not waiting:
-            self._sweeping = False
+            self._sweep_loop = None
             return
         due = [w for w in waiting if w.seen]
         for w in waiting:
@@ -712,6 +716,7 @@ class Gateway:
         reached the client. Targets whose breaker is open are skipped. ``req`` is the OpenAI
         form; for the Messages API ``mreq`` is the client's request (passed through as it
         is to Anthropic targets, translated to ``req`` for the others)."""
+        self._enlist(watcher)
         if mreq is not None:
             model, raw = mreq.model, mreq.raw
         else:
@@ -749,6 +754,8 @@ class Gateway:
                     if token == DENY:
                         wait = br.retry_after(now)
                         open_wait = wait if open_wait is None else min(open_wait, wait)
+                        if attempt:  # it opened during our retries: we gave up on it
+                            fallbacks += 1
                         break  # out for a cool-down: the next target
                 if st is not None:
                     st.inflight += 1
@@ -766,22 +773,34 @@ class Gateway:
                         sent = await self._attempt(target, req, default_model, rid, timeouts, out)
                 except GatewayError as err:
                     upstream = err.transport or err.upstream_status is not None
-                    if upstream:
-                        target.calls_failed += 1
+                    # the request's own deadline cut this attempt short: not the target's fault
+                    by_deadline = (
+                        timeouts is not target.timeouts and err.status == 504 and err.transport
+                    )
+                    status = None if err.transport else err.upstream_status
                     if br is not None:
-                        if upstream:
-                            status = None if err.transport else err.upstream_status
+                        if upstream and not by_deadline:
                             br.record(br.is_failure(status), token, time.monotonic())
                         else:
                             br.release(token)
+                    failed = (
+                        upstream and not by_deadline and (status is None or status in _FAILURES)
+                    )
+                    if failed:
+                        target.calls_failed += 1
+                    elif upstream and not by_deadline:
+                        target.calls_ok += 1  # the target answered (the request was refused)
                     if st is not None:
                         st.inflight -= 1
-                        if upstream:
+                        if upstream and not by_deadline:
                             t = time.monotonic()
-                            st.failed(t - now, t)
+                            if failed:
+                                st.failed(t - now, t)
+                            else:
+                                st.sample(t - now, t)
                     if not upstream:
                         raise  # the request itself is refused (e.g. unsupported parameter)
-                    if deadline is not None and err.transport and time.monotonic() >= deadline:
+                    if by_deadline:
                         raise _deadline_error(target, attempts, fallbacks) from None
                     err.headers.extend(_routing_headers(target, attempts, fallbacks))
                     last_err = err
@@ -792,6 +811,8 @@ class Gateway:
                         retryable = retryable and wait <= retry.max_retry_after
                     if deadline is not None and time.monotonic() + wait >= deadline:
                         retryable = False
+                    if br is not None and br.allow_state(time.monotonic()) == OPEN:
+                        retryable = False  # this failure opened it: no use waiting for it
                     if retryable and attempt + 1 < retry.attempts:
                         await asyncio.sleep(wait)
                         continue
@@ -973,10 +994,12 @@ class Gateway:
                         "upstream_error",
                         "upstream_event_too_large",
                     )
+                elif timeouts is not target.timeouts and e.kind.endswith("timeout"):
+                    err = _deadline_error(target, 1, 0)  # the request's own deadline
                 else:
                     err = upstream_errors.transport_error(e, target, timeouts)
-                if target.breaker is not None:  # a stream cut mid-way counts as a failed call
-                    target.breaker.record(True, PASS, time.monotonic())
+                    if target.breaker is not None:  # a stream cut mid-way: a failed call
+                        target.breaker.record(True, PASS, time.monotonic())
                 await send(
                     {"type": "http.response.body", "body": out.error_event(err), "more_body": True}
                 )

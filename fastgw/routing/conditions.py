@@ -43,6 +43,8 @@ OPERATORS = (
 )
 
 _json_decode = msgspec.json.Decoder().decode
+#: An HTTP header name (RFC 9110 token).
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
 class FieldRef:
@@ -64,6 +66,8 @@ class FieldRef:
         elif not rest:
             raise ValueError(f"{source!r} needs a name after the dot (e.g. {source}.user)")
         elif source == "header":
+            if not _TOKEN.fullmatch(rest):
+                raise ValueError(f"{rest!r} is not a valid HTTP header name")
             path = (rest.lower(),)
         else:
             parts = rest.split(".")

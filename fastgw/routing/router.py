@@ -136,6 +136,7 @@ class Node:
         "children",
         "conditions",
         "default",
+        "keys",
         "label",
         "leaves",
         "static",
@@ -156,6 +157,10 @@ class Node:
         self.strategy = cfg.strategy
         self.children = children
         self.weights = weights
+        #: What a sticky draw hashes per child: its name, else its position — named targets
+        #: keep their callers when targets are added or removed around them.
+        by_index = {i: n for n, i in names.items()}
+        self.keys = [by_index.get(i, f"#{i}") for i in range(len(children))]
         self.conditions = [(Condition(c.when), names[c.then]) for c in cfg.conditions]
         self.default = names[cfg.default] if cfg.default is not None else None
         self.sticky = FieldRef(cfg.sticky) if cfg.sticky else None
@@ -205,7 +210,7 @@ class Node:
             ]
         else:
             keyed = [
-                (_unit(key, self.children[i].label) ** (1.0 / w) if w > 0 else -1.0, i)
+                (_unit(key, self.keys[i]) ** (1.0 / w) if w > 0 else -1.0, i)
                 for i, w in enumerate(weights)
             ]
         keyed.sort(reverse=True)

@@ -193,6 +193,19 @@ def config(mock: Proc) -> dict[str, Any]:
             },
             "slow": {"targets": [_t("slow-3s", **_mock(latency_ms=3000))]},
             "hang": {"targets": [{"provider": "hang", "model": "h"}]},
+            "brk-slow": {
+                "breaker": {"failures": 2, "window": 2, "cooldown": "30s"},
+                "targets": [_t("brk-slow", **_mock(latency_ms=400))],
+            },
+            "brk-retry": {
+                "retry": {"attempts": 3, "backoff": "10ms"},
+                "breaker": {"failures": 1, "window": 1, "cooldown": "30s"},
+                "targets": [{"provider": "dead", "model": "x"}, _t("brk-retry-good")],
+            },
+            "picky": {
+                "strategy": "least-latency",
+                "targets": [_t("picky", **_mock(status=400))],
+            },
             "claude-fb": {
                 "retry": {"attempts": 2, "backoff": "10ms"},
                 "targets": [
@@ -576,3 +589,62 @@ async def test_client_leaving_drops_the_waiting_upstream_call(gw: Proc, stream: 
             break
         await asyncio.sleep(0.05)
     assert HANG.closed == closed + 1
+
+
+# -- what is (not) held against a target -----------------------------------------------------------
+
+
+async def test_a_requests_own_deadline_is_not_the_targets_failure(
+    http: aiohttp.ClientSession, gw: Proc
+) -> None:
+    for _ in range(3):  # would open the breaker (2 of 2) if counted
+        status, _, data = await chat(http, gw, "brk-slow", {"x-fastgw-timeout": "50ms"})
+        assert (status, data["error"]["code"]) == (504, "request_timeout")
+    assert (await readyz_targets(http, gw))["brk-slow.targets[0]"]["breaker"]["state"] == "closed"
+    status, _, data = await chat(http, gw, "brk-slow")
+    assert status == 200, data
+    async with http.get(f"{gw.url}/metrics") as r:
+        text = await r.text()
+    assert 'target="brk-slow.targets[0]",provider="mock",outcome="failed"} 0' in text
+    assert 'target="brk-slow.targets[0]",provider="mock",outcome="ok"} 1' in text
+
+
+async def test_breaker_opening_during_retries_counts_as_a_fallback(
+    http: aiohttp.ClientSession, gw: Proc
+) -> None:
+    status, headers, data = await chat(http, gw, "brk-retry")
+    assert (status, data["model"]) == (200, "brk-retry-good")
+    # one failure opened the dead target's breaker: no retry on it, straight to the next
+    assert (headers["x-fastgw-attempts"], headers["x-fastgw-fallbacks"]) == ("2", "1")
+
+
+async def test_a_refused_request_is_not_a_slow_or_failed_target(
+    http: aiohttp.ClientSession, gw: Proc
+) -> None:
+    status, _, _ = await chat(http, gw, "picky")
+    assert status == 400
+    target = (await readyz_targets(http, gw))["picky.targets[0]"]
+    assert target["latency_ewma_ms"] < 500  # a quick answer, not a failure's penalty
+    async with http.get(f"{gw.url}/metrics") as r:
+        text = await r.text()
+    assert 'target="picky.targets[0]",provider="mock",outcome="ok"} 1' in text
+    assert 'target="picky.targets[0]",provider="mock",outcome="failed"} 0' in text
+
+
+async def test_a_slow_upload_is_read_whole(gw: Proc) -> None:
+    """A body that takes longer than the disconnect watch's sweep to arrive is still read by
+    the body reader (the watch is enlisted only once the body is in)."""
+    payload = json.dumps(body("smart", user="u-" + "x" * 6000)).encode()
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+    head = (
+        f"POST {CHAT} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(payload)}\r\n\r\n"
+    ).encode()
+    writer.write(head)
+    for i in range(0, len(payload), 1500):
+        writer.write(payload[i : i + 1500])
+        await writer.drain()
+        await asyncio.sleep(0.3)
+    status_line = await asyncio.wait_for(reader.readline(), 10)
+    writer.close()
+    assert b" 200 " in status_line, status_line

@@ -412,3 +412,9 @@ def test_sticky_key_from_a_header_and_the_body() -> None:
     assert sticky_key(facts, FieldRef("header.x-user-id")) == "abc"
     assert sticky_key(facts, FieldRef("body.user")) == "u-9"
     assert sticky_key(facts, FieldRef("header.x-session")) is None
+
+
+@pytest.mark.parametrize("name", ["x-名", "x team", "x:y", "x\r\nset-cookie"])
+def test_header_references_must_be_http_header_names(name: str) -> None:
+    with pytest.raises(ValueError, match="not a valid HTTP header name"):
+        FieldRef(f"header.{name}")
