@@ -29,10 +29,10 @@ from .asgi import ASGIApp, Message, Receive, Scope, Send
 from .config import GatewayConfig, parse_duration, resolve_config
 from .providers.base import ByteStreamProvider, StreamTranslator
 from .providers.registry import kinds
-from .routing import Route, Router, Target
 from .routing import errors as upstream_errors
 from .routing.conditions import RequestFacts
 from .routing.health import DENY, OPEN, PASS
+from .routing.router import Route, Router, Target
 from .upstream import Client, Response, Timeouts, UpstreamError
 
 Headers = list[tuple[bytes, bytes]]

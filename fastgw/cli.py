@@ -12,7 +12,7 @@ import click
 from . import __version__
 from .config import ConfigError, resolve_config
 from .providers.registry import kinds
-from .routing import Router
+from .routing.router import Router
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -15,7 +15,8 @@ import msgspec
 import yaml
 
 from ..api.openai import NOT_OVERRIDABLE
-from .schema import GatewayConfig, TargetConfig, _StrategyFields
+from ..routing.conditions import Condition, FieldRef
+from .schema import STATE_BACKENDS, STRATEGIES, GatewayConfig, TargetConfig, _StrategyFields
 
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
@@ -263,6 +264,15 @@ def _semantic_checks(cfg: GatewayConfig, fail: typing.Callable[[str, str], None]
                 fail(f"providers.{name}.headers.{h}", "is set by the gateway itself")
             elif any(c in value for c in "\r\n\0"):
                 fail(f"providers.{name}.headers.{h}", "a header value cannot contain CR, LF or NUL")
+    st = cfg.state
+    if st.backend not in STATE_BACKENDS:
+        fail("state.backend", f"expected one of {', '.join(STATE_BACKENDS)}, got {st.backend!r}")
+    if st.on_error not in ("open", "closed"):
+        fail("state.on_error", f"expected 'open' or 'closed', got {st.on_error!r}")
+    if st.entries < 64:
+        fail("state.entries", "must be at least 64")
+    if not st.redis_url.startswith(("redis://", "rediss://", "unix://")):
+        fail("state.redis_url", f"expected a redis:// or rediss:// URL, got {st.redis_url!r}")
     r = cfg.routing
     if r.max_metadata_bytes < 2:
         fail("routing.max_metadata_bytes", "must be at least 2")
@@ -286,9 +296,6 @@ def _check_node(
     fail: typing.Callable[[str, str], None],
 ) -> None:
     """A strategy node and, recursively, its targets."""
-    from ..routing.conditions import Condition, FieldRef
-    from ..routing.router import STRATEGIES
-
     strategy = node.strategy
     if not targets:
         fail(f"{path}.targets", "at least one target is required")

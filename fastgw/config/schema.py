@@ -112,6 +112,10 @@ class ConditionConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     then: str
 
 
+#: The strategies a node may use (docs/routing.md).
+STRATEGIES = ("fallback", "loadbalance", "conditional", "least-latency", "least-busy")
+
+
 class _StrategyFields(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """What a strategy node (a model, or a target with its own ``targets``) may set. Unset
     ``fallback_on``/``retry``/``timeout``/``breaker`` are inherited from the enclosing node."""
@@ -173,9 +177,35 @@ class RoutingConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     max_metadata_bytes: int = 4096
 
 
+STATE_BACKENDS = ("local", "redis", "memory")
+
+
+class StateConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Where rate-limit buckets, concurrency slots and counters live (fastgw/state)."""
+
+    #: ``local`` (shared memory across the workers of one host), ``redis`` (across hosts) or
+    #: ``memory`` (each worker its own; tests).
+    backend: str = "local"
+    #: local: the shared-memory file; omitted: one under /dev/shm (or the temp dir) named
+    #: after the configuration file and port, so the workers of one gateway share it.
+    path: str | None = None
+    #: local: entries in the table (buckets, slots and counters together).
+    entries: int = 65536
+    #: redis: where, e.g. ``redis://127.0.0.1:6379/0`` (``rediss://`` for TLS).
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    #: redis: prefix of every key the gateway writes.
+    prefix: str = "fastgw:"
+    #: redis unreachable: ``open`` (serve; limits enforced per worker meanwhile) or
+    #: ``closed`` (refuse with 503).
+    on_error: str = "open"
+    #: redis: the longest wait for one operation before it counts as unreachable.
+    timeout: Duration = 0.25
+
+
 class GatewayConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     providers: dict[str, ProviderConfig] = {}
     #: Public model names (exact, or a pattern with one `*`) → where they are served.
     models: dict[str, ModelConfig] = {}
     routing: RoutingConfig = msgspec.field(default_factory=RoutingConfig)
+    state: StateConfig = msgspec.field(default_factory=StateConfig)

@@ -1,7 +1,4 @@
 """Model routing: public model names → targets (provider + upstream model + timeouts)."""
 
-from __future__ import annotations
-
-from .router import Route, Router, Target
-
-__all__ = ["Route", "Router", "Target"]
+# No eager imports: the config validator imports ``routing.conditions`` (which depends only
+# on ``api``), and ``routing.router`` depends on ``config``.

@@ -34,7 +34,6 @@ from ..upstream.wire import Wire
 from .conditions import Condition, FieldRef, RequestFacts, sticky_key
 from .health import Breaker, Stats
 
-STRATEGIES = ("fallback", "loadbalance", "conditional", "least-latency", "least-busy")
 _STATS_STRATEGIES = ("least-latency", "least-busy")
 
 

@@ -9,7 +9,7 @@ from fastgw.api.errors import GatewayError
 from fastgw.api.openai import Endpoint, parse_request
 from fastgw.config import ConfigError, validate
 from fastgw.providers.openai import OpenAIProvider
-from fastgw.routing import Router
+from fastgw.routing.router import Router
 
 SECRET = "sk-unit-secret-42"
 

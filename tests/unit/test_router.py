@@ -13,9 +13,9 @@ import pytest
 from fastgw.api.errors import GatewayError
 from fastgw.config import ConfigError, validate
 from fastgw.config.schema import DEFAULT_FALLBACK_ON
-from fastgw.routing import Route, Router, Target
 from fastgw.routing.conditions import RequestFacts
 from fastgw.routing.health import OPEN, PASS, STATS_TTL, Stats
+from fastgw.routing.router import Route, Router, Target
 
 PROVIDERS: dict[str, object] = {
     "p": {"kind": "openai", "base_url": "http://p.invalid/v1"},
