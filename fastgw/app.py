@@ -27,6 +27,7 @@ from .api.errors import GatewayError, bad_request, not_found
 from .api.openai import Endpoint, ParsedRequest, parse_request
 from .asgi import ASGIApp, Message, Receive, Scope, Send
 from .config import GatewayConfig, parse_duration, resolve_config
+from .policy.keys import KeyStore, Principal
 from .providers.base import ByteStreamProvider, StreamTranslator
 from .providers.registry import kinds
 from .routing import errors as upstream_errors
@@ -36,7 +37,7 @@ from .routing.router import Route, Router, Target
 from .upstream import Client, Response, Timeouts, UpstreamError
 
 Headers = list[tuple[bytes, bytes]]
-Handler = Callable[[Send, bytes], Awaitable[None]]
+Handler = Callable[[Send, bytes, "Principal | None"], Awaitable[None]]
 IngressHandler = Callable[[Scope, Receive, Send, bytes, bytes], Awaitable[None]]
 
 _JSON = (b"content-type", b"application/json")
@@ -309,6 +310,7 @@ class Gateway:
         self.cfg = cfg
         self.source = source
         self.router = Router(cfg)
+        self.keys = KeyStore(cfg)
         self.secrets = {name: p.api_key for name, p in cfg.providers.items() if p.api_key}
         self.max_body = cfg.server.max_body_bytes
         self.max_event = cfg.server.max_event_bytes
@@ -338,15 +340,11 @@ class Gateway:
             "/v1/messages": self._messages,
             "/v1/messages/count_tokens": self._count_tokens,
         }
-        self._models_body = _encoder.encode(
-            {
-                "object": "list",
-                "data": [
-                    {"id": name, "object": "model", "created": 0, "owned_by": provider}
-                    for name, provider in self.router.public_models()
-                ],
-            }
-        )
+        self._models_list = [
+            {"id": name, "object": "model", "created": 0, "owned_by": provider}
+            for name, provider in self.router.public_models()
+        ]
+        self._models_body = _encoder.encode({"object": "list", "data": self._models_list})
 
     # -- lifespan -------------------------------------------------------------------------
 
@@ -428,6 +426,9 @@ class Gateway:
                     code="method_not_allowed",
                     headers=[(b"allow", method.encode())],
                 )
+            principal = None
+            if self.keys.enabled and path.startswith("/v1/"):
+                principal = self.keys.authenticate(scope["headers"], time.time())
             if isinstance(action, Endpoint):
                 watcher = self._watch(receive)
                 # passed without a local, so _serve alone holds the request (and drops it
@@ -441,9 +442,10 @@ class Gateway:
                     controls,
                     None,
                     watcher,
+                    principal,
                 )
             else:
-                await action(send, ctx_id)
+                await action(send, ctx_id, principal)
         except GatewayError as err:
             await self._send_error(send, err, ctx_id)
         except asyncio.CancelledError:
@@ -517,13 +519,17 @@ class Gateway:
 
     # -- simple routes --------------------------------------------------------------------
 
-    async def _models(self, send: Send, rid: bytes) -> None:
-        await self._send_json(send, 200, self._models_body, [_JSON, (b"x-request-id", rid)])
+    async def _models(self, send: Send, rid: bytes, principal: Principal | None) -> None:
+        body = self._models_body
+        if principal is not None:  # the models this key may use
+            allowed = [m for m in self._models_list if principal.may_use(str(m["id"]))]
+            body = _encoder.encode({"object": "list", "data": allowed})
+        await self._send_json(send, 200, body, [_JSON, (b"x-request-id", rid)])
 
-    async def _healthz(self, send: Send, rid: bytes) -> None:
+    async def _healthz(self, send: Send, rid: bytes, principal: Principal | None) -> None:
         await self._send_json(send, 200, b'{"status":"ok"}', [_JSON, (b"x-request-id", rid)])
 
-    async def _readyz(self, send: Send, rid: bytes) -> None:
+    async def _readyz(self, send: Send, rid: bytes, principal: Principal | None) -> None:
         ready = self.ready
         detail: dict[str, object] = {
             "status": "ready" if ready else "starting",
@@ -541,7 +547,7 @@ class Gateway:
             send, 200 if ready else 503, _encoder.encode(detail), [_JSON, (b"x-request-id", rid)]
         )
 
-    async def _metrics(self, send: Send, rid: bytes) -> None:
+    async def _metrics(self, send: Send, rid: bytes, principal: Principal | None) -> None:
         body = self.router.metrics().encode()
         ctype = (b"content-type", b"text/plain; version=0.0.4; charset=utf-8")
         await self._send_json(send, 200, body, [ctype, (b"x-request-id", rid)])
@@ -559,6 +565,8 @@ class Gateway:
     ) -> None:
         """Read the body and run ``handler``; errors in Anthropic's shape."""
         try:
+            if self.keys.enabled:
+                scope["fastgw.principal"] = self.keys.authenticate(scope["headers"], time.time())
             body = await self._read_body(receive, content_length)
             await handler(scope, receive, send, body, rid)
         except GatewayError as err:
@@ -580,13 +588,17 @@ class Gateway:
     ) -> None:
         mreq = anthropic_api.parse_messages(body)
         out = _AnthropicOutput(mreq.model, rid)
-        await self._proxy(receive, send, rid, out, scope["headers"], mreq)
+        principal = scope.get("fastgw.principal")
+        await self._proxy(receive, send, rid, out, scope["headers"], mreq, principal)
 
     async def _count_tokens(
         self, scope: Scope, receive: Receive, send: Send, body: bytes, rid: bytes
     ) -> None:
         mreq = anthropic_api.parse_messages(_with_max_tokens(body))
         route, default_model = self._resolve(mreq.model)
+        principal: Principal | None = scope.get("fastgw.principal")
+        if principal is not None:
+            principal.check(mreq.model, "messages/count_tokens", b"{}")
         facts = self._facts(scope["headers"], body, mreq.model)
         targets = route.order(facts)
         target = targets[0] if targets else None
@@ -655,13 +667,14 @@ class Gateway:
         out: _Output,
         headers: Headers,
         mreq: anthropic_api.MessagesRequest,
+        principal: Principal | None,
     ) -> None:
         """``_serve`` for another client API's request, with the client watched (the OpenAI
         routes do the same inline in ``__call__``)."""
         controls = any(name[:9] == b"x-fastgw-" for name, _ in headers)
         watcher = self._watch(receive)
         try:
-            await self._serve(send, None, rid, out, headers, controls, mreq, watcher)
+            await self._serve(send, None, rid, out, headers, controls, mreq, watcher, principal)
         except asyncio.CancelledError:
             if not watcher.fired:
                 raise
@@ -710,6 +723,7 @@ class Gateway:
         controls: bool,
         mreq: anthropic_api.MessagesRequest | None,
         watcher: _DisconnectWatch,
+        principal: Principal | None = None,
     ) -> None:
         """Serve a request from its model's targets in the order the route gives: retries
         per target, then the next target (fallback) — only before a byte of the answer
@@ -723,6 +737,9 @@ class Gateway:
             assert req is not None
             model, raw = req.model, req.raw
         route, default_model = self._resolve(model)
+        if principal is not None:
+            endpoint = req.endpoint.path[1:] if req is not None else "messages"
+            principal.check(model, endpoint, raw)
         facts: RequestFacts | None = None
         deadline: float | None = None
         if controls or route.fixed is None:  # the request or the route has a say
@@ -731,6 +748,8 @@ class Gateway:
                 deadline = time.monotonic() + facts.timeout
         del raw
         targets = route.order(facts)
+        if principal is not None and principal.restricts_targets:
+            targets = principal.eligible(targets, route.name)
         attempts = fallbacks = 0
         last_err: GatewayError | None = None
         open_wait: float | None = None

@@ -15,6 +15,7 @@ import msgspec
 import yaml
 
 from ..api.openai import NOT_OVERRIDABLE
+from ..policy.keyspec import key_errors, key_hash
 from ..routing.conditions import Condition, FieldRef
 from .schema import STATE_BACKENDS, STRATEGIES, GatewayConfig, TargetConfig, _StrategyFields
 
@@ -273,6 +274,25 @@ def _semantic_checks(cfg: GatewayConfig, fail: typing.Callable[[str, str], None]
         fail("state.entries", "must be at least 64")
     if not st.redis_url.startswith(("redis://", "rediss://", "unix://")):
         fail("state.redis_url", f"expected a redis:// or rediss:// URL, got {st.redis_url!r}")
+    names: set[str] = set()
+    hashes: dict[str, str] = {}
+    for i, k in enumerate(cfg.keys):
+        path = f"keys[{i}]"
+        if not k.name:
+            fail(f"{path}.name", "cannot be empty")
+        elif k.name in names:
+            fail(f"{path}.name", f"another key is named {k.name!r}")
+        names.add(k.name)
+        for field, message in key_errors(k):
+            fail(f"{path}.{field}", message)
+        digest = key_hash(k.key) if k.key is not None else k.hash
+        if digest is not None:
+            if digest in hashes:
+                fail(f"{path}", f"the same key as {hashes[digest]!r}")
+            hashes[digest] = k.name
+        if k.team is not None and k.team not in cfg.teams:
+            known = ", ".join(cfg.teams) or "none defined"
+            fail(f"{path}.team", f"unknown team {k.team!r} (teams: {known})")
     r = cfg.routing
     if r.max_metadata_bytes < 2:
         fail("routing.max_metadata_bytes", "must be at least 2")

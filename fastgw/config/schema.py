@@ -177,6 +177,46 @@ class RoutingConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     max_metadata_bytes: int = 4096
 
 
+class LimitsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Rate limits; an omitted one is unlimited."""
+
+    #: Requests per minute.
+    rpm: int | None = None
+    #: Tokens (prompt + completion) per minute.
+    tpm: int | None = None
+    #: Requests (streams included) in flight at once.
+    concurrency: int | None = None
+
+
+class AccessConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """What a key or team may use. Lists of glob patterns (``gpt-4o*``, ``*``); an empty
+    allow list allows everything, a deny match always wins."""
+
+    models: list[str] = []
+    deny_models: list[str] = []
+    providers: list[str] = []
+    regions: list[str] = []
+    #: API paths without ``/v1``: ``chat/completions``, ``embeddings``, ``messages``, …
+    endpoints: list[str] = []
+    #: Largest ``max_tokens`` (or ``max_completion_tokens``) a request may ask for.
+    max_tokens: int | None = None
+    limits: LimitsConfig | None = None
+
+
+class KeyConfig(AccessConfig, kw_only=True, forbid_unknown_fields=True):
+    """A virtual key: the secret itself (``key: ${TEAM_A_KEY}``, hashed at load and never
+    kept) or its hash (``hash: sha256:<hex>``)."""
+
+    name: str
+    key: str | None = None
+    hash: str | None = None
+    team: str | None = None
+    tags: list[str] = []
+    #: ISO 8601 date or time after which the key stops working (UTC when no offset).
+    expires: str | None = None
+    disabled: bool = False
+
+
 STATE_BACKENDS = ("local", "redis", "memory")
 
 
@@ -209,3 +249,7 @@ class GatewayConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     models: dict[str, ModelConfig] = {}
     routing: RoutingConfig = msgspec.field(default_factory=RoutingConfig)
     state: StateConfig = msgspec.field(default_factory=StateConfig)
+    #: Virtual keys. None declared: the gateway is open (no key asked for).
+    keys: list[KeyConfig] = []
+    #: Access rules and limits shared by every key of a team (a key's own apply too).
+    teams: dict[str, AccessConfig] = {}

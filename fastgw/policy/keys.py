@@ -1,0 +1,196 @@
+"""Virtual keys: authentication and access rules.
+
+Keys are declared in the config as the secret (``key: ${TEAM_A_KEY}``) or its SHA-256
+(``hash: sha256:<hex>``); only the hash is kept. A request presents its key as
+``Authorization: Bearer <key>`` or ``x-api-key: <key>``; the gateway hashes it, finds the
+principal by hash and checks the hash again with a constant-time comparison. Access rules
+(models, providers, regions, endpoints, max tokens) come from the key and from its team;
+both must allow a request, and a deny always wins.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import hmac
+import re
+
+import msgspec
+
+from ..api.errors import GatewayError
+from ..config.schema import AccessConfig, GatewayConfig, KeyConfig
+from ..routing.router import Target
+from .keyspec import key_hash, parse_expiry
+
+
+class Rules:
+    """Compiled access rules of one key or team."""
+
+    __slots__ = ("deny", "endpoints", "max_tokens", "models", "name", "providers", "regions")
+
+    def __init__(self, name: str, cfg: AccessConfig) -> None:
+        self.name = name
+        self.models = [re.compile(fnmatch.translate(p)) for p in cfg.models]
+        self.deny = [re.compile(fnmatch.translate(p)) for p in cfg.deny_models]
+        self.providers = frozenset(cfg.providers)
+        self.regions = frozenset(r.lower() for r in cfg.regions)
+        self.endpoints = frozenset(e.strip("/") for e in cfg.endpoints)
+        self.max_tokens = cfg.max_tokens
+
+    def check_model(self, model: str) -> None:
+        for rx in self.deny:
+            if rx.match(model):
+                raise forbidden(f"{self.name} may not use model '{model}' (deny_models).")
+        if self.models and not any(rx.match(model) for rx in self.models):
+            raise forbidden(f"{self.name} may not use model '{model}' (models allow list).")
+
+    def allows_target(self, t: Target) -> bool:
+        if self.providers and t.provider.name not in self.providers:
+            return False
+        return not self.regions or t.region in self.regions
+
+    def describe_targets(self) -> str:
+        parts = []
+        if self.providers:
+            parts.append(f"{self.name} allows providers {', '.join(sorted(self.providers))}")
+        if self.regions:
+            parts.append(f"{self.name} allows regions {', '.join(sorted(self.regions))}")
+        return "; ".join(parts)
+
+    def check_endpoint(self, endpoint: str) -> None:
+        if self.endpoints and endpoint not in self.endpoints:
+            raise forbidden(f"{self.name} may not use /v1/{endpoint} (endpoints allow list).")
+
+
+def forbidden(message: str) -> GatewayError:
+    return GatewayError(403, message, "permission_error", "access_denied")
+
+
+def unauthorized(message: str, code: str = "invalid_api_key") -> GatewayError:
+    return GatewayError(
+        401, message, "authentication_error", code, headers=[(b"www-authenticate", b"Bearer")]
+    )
+
+
+class _Limits(msgspec.Struct):
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
+
+
+_limits_decoder = msgspec.json.Decoder(_Limits)
+
+
+class Principal:
+    """A caller: its key's name, team, tags, and the rules that apply to it."""
+
+    __slots__ = (
+        "expires",
+        "hash",
+        "max_tokens",
+        "name",
+        "restricts_targets",
+        "rules",
+        "tags",
+        "team",
+    )
+
+    def __init__(
+        self, k: KeyConfig, digest: str, team_rules: Rules | None, expires: float | None
+    ) -> None:
+        self.name = k.name
+        self.team = k.team
+        self.tags = frozenset(k.tags)
+        self.hash = digest
+        self.expires = expires
+        self.rules = [Rules(f"key '{k.name}'", k)]
+        if team_rules is not None:
+            self.rules.append(team_rules)
+        #: The smallest max_tokens cap of the rules (None: no cap).
+        caps = [r.max_tokens for r in self.rules if r.max_tokens is not None]
+        self.max_tokens = min(caps) if caps else None
+        self.restricts_targets = any(r.providers or r.regions for r in self.rules)
+
+    def may_use(self, model: str) -> bool:
+        try:
+            for r in self.rules:
+                r.check_model(model)
+        except GatewayError:
+            return False
+        return True
+
+    def check(self, model: str, endpoint: str, body: bytes) -> None:
+        """403 unless every rule allows ``model`` on ``endpoint`` with the body's max tokens."""
+        for r in self.rules:
+            r.check_model(model)
+            r.check_endpoint(endpoint)
+        cap = self.max_tokens
+        if cap is not None:
+            try:
+                asked = _limits_decoder.decode(body)
+            except (msgspec.ValidationError, msgspec.DecodeError):
+                return  # the request's own validation reports it
+            n = asked.max_completion_tokens or asked.max_tokens
+            if n is not None and n > cap:
+                raise forbidden(
+                    f"key '{self.name}' may ask for at most {cap} max_tokens; the request "
+                    f"asks for {n}."
+                )
+
+    def eligible(self, targets: list[Target], model: str) -> list[Target]:
+        """The targets whose provider and region every rule allows (403 when none)."""
+        out = [t for t in targets if all(r.allows_target(t) for r in self.rules)]
+        if not out and targets:
+            rules = "; ".join(r.describe_targets() for r in self.rules if r.describe_targets())
+            raise forbidden(
+                f"key '{self.name}' may not use any target of model '{model}' ({rules})."
+            )
+        return out
+
+
+class KeyStore:
+    """The keys a gateway accepts, by hash."""
+
+    def __init__(self, cfg: GatewayConfig) -> None:
+        teams = {name: Rules(f"team '{name}'", t) for name, t in cfg.teams.items()}
+        self.by_hash: dict[str, Principal] = {}
+        self.disabled: dict[str, str] = {}  # hash → key name
+        for k in cfg.keys:
+            digest = key_hash(k.key) if k.key is not None else str(k.hash)
+            if k.disabled:
+                self.disabled[digest] = k.name
+                continue
+            expires = parse_expiry(k.expires).timestamp() if k.expires else None
+            team = teams.get(k.team) if k.team else None
+            self.by_hash[digest] = Principal(k, digest, team, expires)
+        self.enabled = bool(cfg.keys)
+
+    def authenticate(self, headers: list[tuple[bytes, bytes]], now: float) -> Principal:
+        """The principal whose key the request presents; 401 (with the reason) otherwise."""
+        presented: bytes | None = None
+        for name, value in headers:
+            if name == b"authorization":
+                scheme, _, token = value.partition(b" ")
+                if scheme.lower() != b"bearer" or not token.strip():
+                    raise unauthorized(
+                        "The Authorization header must be 'Bearer <key>'.", "invalid_api_key"
+                    )
+                presented = token.strip()
+                break
+            if name == b"x-api-key":
+                presented = value.strip()
+        if not presented:
+            raise unauthorized(
+                "No API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'.",
+                "missing_api_key",
+            )
+        digest = "sha256:" + hashlib.sha256(presented).hexdigest()
+        principal = self.by_hash.get(digest)
+        if principal is None or not hmac.compare_digest(principal.hash, digest):
+            if digest in self.disabled:
+                raise unauthorized(
+                    f"The API key '{self.disabled[digest]}' is disabled.", "key_disabled"
+                )
+            raise unauthorized("The API key is not valid.", "invalid_api_key")
+        if principal.expires is not None and now >= principal.expires:
+            raise unauthorized(f"The API key '{principal.name}' has expired.", "key_expired")
+        return principal

@@ -1,0 +1,110 @@
+"""Virtual keys: hashing, authentication outcomes, access rules, and the config checks."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from fastgw.api.errors import GatewayError
+from fastgw.config import ConfigError, validate
+from fastgw.policy.keys import KeyStore
+from fastgw.policy.keyspec import key_hash
+
+GOOD = "sk-fastgw-unit-test-key-000001"
+
+
+def store(keys: list[dict[str, object]], teams: dict[str, object] | None = None) -> KeyStore:
+    return KeyStore(validate({"keys": keys, "teams": teams or {}}, env={}))
+
+
+def auth(s: KeyStore, headers: dict[str, str]) -> str:
+    p = s.authenticate([(k.encode(), v.encode()) for k, v in headers.items()], time.time())
+    return p.name
+
+
+def code_of(s: KeyStore, headers: dict[str, str]) -> str | None:
+    with pytest.raises(GatewayError) as e:
+        auth(s, headers)
+    assert e.value.status == 401
+    return e.value.code
+
+
+def test_key_hash_is_sha256_hex() -> None:
+    assert key_hash("abc") == (
+        "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    )
+
+
+def test_authentication_outcomes() -> None:
+    s = store(
+        [
+            {"name": "a", "key": GOOD},
+            {"name": "h", "hash": key_hash("sk-hashed-only-0000000")},
+            {"name": "off", "key": "sk-disabled-key-000000", "disabled": True},
+            {"name": "old", "key": "sk-expired-key-0000000", "expires": "2001-02-03T04:05:06"},
+            {"name": "future", "key": "sk-future-key-00000000", "expires": "2999-01-01"},
+        ]
+    )
+    assert s.enabled
+    assert auth(s, {"authorization": f"Bearer {GOOD}"}) == "a"
+    assert auth(s, {"authorization": f"bearer   {GOOD}  "}) == "a"
+    assert auth(s, {"x-api-key": GOOD}) == "a"
+    assert auth(s, {"x-api-key": "sk-hashed-only-0000000"}) == "h"
+    assert auth(s, {"x-api-key": "sk-future-key-00000000"}) == "future"
+    assert code_of(s, {}) == "missing_api_key"
+    assert code_of(s, {"authorization": "Basic Zm9vOmJhcg=="}) == "invalid_api_key"
+    assert code_of(s, {"x-api-key": GOOD + "x"}) == "invalid_api_key"
+    assert code_of(s, {"x-api-key": "sk-disabled-key-000000"}) == "key_disabled"
+    assert code_of(s, {"x-api-key": "sk-expired-key-0000000"}) == "key_expired"
+
+
+def test_no_keys_means_an_open_gateway() -> None:
+    assert not store([]).enabled
+
+
+def test_rules_of_key_and_team_both_apply() -> None:
+    s = store(
+        [{"name": "a", "key": GOOD, "team": "t", "models": ["gpt-*"], "max_tokens": 10}],
+        {"t": {"deny_models": ["gpt-4o"], "endpoints": ["chat/completions"], "max_tokens": 5}},
+    )
+    p = s.authenticate([(b"x-api-key", GOOD.encode())], time.time())
+    p.check("gpt-4o-mini", "chat/completions", b'{"max_tokens": 5}')
+    assert p.may_use("gpt-4o-mini") and not p.may_use("gpt-4o") and not p.may_use("claude")
+    for model, endpoint, body, words in (
+        ("gpt-4o", "chat/completions", b"{}", "team 't' may not use model 'gpt-4o'"),
+        ("claude", "chat/completions", b"{}", "key 'a' may not use model 'claude'"),
+        ("gpt-4o-mini", "embeddings", b"{}", "team 't' may not use /v1/embeddings"),
+        ("gpt-4o-mini", "chat/completions", b'{"max_tokens": 6}', "at most 5 max_tokens"),
+    ):
+        with pytest.raises(GatewayError) as e:
+            p.check(model, endpoint, body)
+        assert e.value.status == 403 and words in e.value.message
+
+
+def test_config_errors_for_keys() -> None:
+    with pytest.raises(ConfigError) as e:
+        validate(
+            {
+                "keys": [
+                    {"name": "a", "key": "short"},
+                    {"name": "a", "hash": "md5:abc"},
+                    {"name": "b", "key": GOOD, "hash": key_hash(GOOD)},
+                    {"name": "c"},
+                    {"name": "d", "key": GOOD, "team": "nope", "expires": "next week"},
+                ]
+            },
+            env={},
+        )
+    errors = e.value.errors
+    for expected in (
+        "keys[0].key: must be at least 16 characters",
+        "keys[1].name: another key is named 'a'",
+        "keys[1].hash: expected sha256: and 64 lower-case hex digits",
+        "keys[2].key: give exactly one of key (the secret) and hash (sha256:<hex>)",
+        "keys[3].key: give exactly one of key (the secret) and hash (sha256:<hex>)",
+        "keys[4].team: unknown team 'nope' (teams: none defined)",
+        "keys[4].expires: expected an ISO 8601 date or time, got 'next week'",
+        "keys[4]: the same key as 'b'",
+    ):
+        assert expected in errors, errors
