@@ -28,12 +28,14 @@ from .api.openai import Endpoint, ParsedRequest, parse_request
 from .asgi import ASGIApp, Message, Receive, Scope, Send
 from .config import GatewayConfig, parse_duration, resolve_config
 from .policy.keys import KeyStore, Principal
+from .policy.limits import Grant, Limiter
 from .providers.base import ByteStreamProvider, StreamTranslator
 from .providers.registry import kinds
 from .routing import errors as upstream_errors
 from .routing.conditions import RequestFacts
 from .routing.health import DENY, OPEN, PASS
 from .routing.router import Route, Router, Target
+from .state import open_state
 from .upstream import Client, Response, Timeouts, UpstreamError
 
 Headers = list[tuple[bytes, bytes]]
@@ -118,6 +120,10 @@ class _Translated:
         last = self._parser.flush()
         head = self._tr.feed(last) if last is not None else b""
         return head + self._tr.finish()
+
+    @property
+    def usage(self) -> tuple[int, int, int, int] | None:
+        return self._tr.usage
 
 
 def _raw_fields(raw: bytes) -> dict[str, msgspec.Raw] | None:
@@ -311,6 +317,7 @@ class Gateway:
         self.source = source
         self.router = Router(cfg)
         self.keys = KeyStore(cfg)
+        self.limiter = Limiter(cfg)
         self.secrets = {name: p.api_key for name, p in cfg.providers.items() if p.api_key}
         self.max_body = cfg.server.max_body_bytes
         self.max_event = cfg.server.max_event_bytes
@@ -351,6 +358,8 @@ class Gateway:
     async def startup(self) -> None:
         """The worker's upstream client: one keep-alive pool per provider origin."""
         self.client = Client()  # pool sizes: each provider's max_connections
+        if self.limiter.active and self.limiter.state is None:
+            self.limiter.state = open_state(self.cfg.state)
         self.ready = True
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
@@ -377,6 +386,8 @@ class Gateway:
         self.ready = False
         if self.client is not None:
             await self.client.close()
+        if self.limiter.state is not None:
+            await self.limiter.state.close()
 
     # -- ASGI -----------------------------------------------------------------------------
 
@@ -740,6 +751,9 @@ class Gateway:
         if principal is not None:
             endpoint = req.endpoint.path[1:] if req is not None else "messages"
             principal.check(model, endpoint, raw)
+        grant: Grant | None = None
+        if self.limiter.active:  # the prompt's tokens, estimated (~4 bytes each)
+            grant = await self.limiter.admit(principal, route.name, len(raw) // 4 + 1)
         facts: RequestFacts | None = None
         deadline: float | None = None
         if controls or route.fixed is None:  # the request or the route has a say
@@ -750,127 +764,148 @@ class Gateway:
         targets = route.order(facts)
         if principal is not None and principal.restricts_targets:
             targets = principal.eligible(targets, route.name)
-        attempts = fallbacks = 0
-        last_err: GatewayError | None = None
-        open_wait: float | None = None
-        for target in targets:
-            retry = target.retry
-            br = target.breaker
-            st = target.stats
-            for attempt in range(retry.attempts):
-                timeouts = target.timeouts
-                now = 0.0
-                if deadline is not None:
-                    now = time.monotonic()
-                    cut = _within(timeouts, deadline - now)
-                    if cut is None:
-                        raise _deadline_error(target, attempts, fallbacks)
-                    timeouts = cut
-                token = PASS
-                if br is not None:
-                    now = now or time.monotonic()
-                    token = br.allow(now)
-                    if token == DENY:
-                        wait = br.retry_after(now)
-                        open_wait = wait if open_wait is None else min(open_wait, wait)
-                        if attempt:  # it opened during our retries: we gave up on it
-                            fallbacks += 1
-                        break  # out for a cool-down: the next target
-                if st is not None:
-                    st.inflight += 1
-                    now = now or time.monotonic()
-                attempts += 1
-                try:
-                    if mreq is not None and target.provider.kind == "anthropic":
-                        sent = await self._attempt_passthrough(
-                            target, mreq, default_model, rid, headers, timeouts
-                        )
-                    else:
-                        if req is None:
-                            assert mreq is not None
-                            req = parse_request(Endpoint.CHAT, anthropic_api.to_openai_chat(mreq))
-                        sent = await self._attempt(target, req, default_model, rid, timeouts, out)
-                except GatewayError as err:
-                    upstream = err.transport or err.upstream_status is not None
-                    # the request's own deadline cut this attempt short: not the target's fault
-                    by_deadline = (
-                        timeouts is not target.timeouts and err.status == 504 and err.transport
-                    )
-                    status = None if err.transport else err.upstream_status
+        try:
+            attempts = fallbacks = 0
+            last_err: GatewayError | None = None
+            open_wait: float | None = None
+            for target in targets:
+                retry = target.retry
+                br = target.breaker
+                st = target.stats
+                for attempt in range(retry.attempts):
+                    timeouts = target.timeouts
+                    now = 0.0
+                    if deadline is not None:
+                        now = time.monotonic()
+                        cut = _within(timeouts, deadline - now)
+                        if cut is None:
+                            raise _deadline_error(target, attempts, fallbacks)
+                        timeouts = cut
+                    token = PASS
                     if br is not None:
-                        if upstream and not by_deadline:
-                            br.record(br.is_failure(status), token, time.monotonic())
+                        now = now or time.monotonic()
+                        token = br.allow(now)
+                        if token == DENY:
+                            wait = br.retry_after(now)
+                            open_wait = wait if open_wait is None else min(open_wait, wait)
+                            if attempt:  # it opened during our retries: we gave up on it
+                                fallbacks += 1
+                            break  # out for a cool-down: the next target
+                    if st is not None:
+                        st.inflight += 1
+                        now = now or time.monotonic()
+                    attempts += 1
+                    try:
+                        if mreq is not None and target.provider.kind == "anthropic":
+                            sent = await self._attempt_passthrough(
+                                target, mreq, default_model, rid, headers, timeouts
+                            )
                         else:
-                            br.release(token)
-                    failed = (
-                        upstream and not by_deadline and (status is None or status in _FAILURES)
-                    )
-                    if failed:
-                        target.calls_failed += 1
-                    elif upstream and not by_deadline:
-                        target.calls_ok += 1  # the target answered (the request was refused)
-                    if st is not None:
-                        st.inflight -= 1
-                        if upstream and not by_deadline:
-                            t = time.monotonic()
-                            if failed:
-                                st.failed(t - now, t)
+                            if req is None:
+                                assert mreq is not None
+                                req = parse_request(
+                                    Endpoint.CHAT, anthropic_api.to_openai_chat(mreq)
+                                )
+                            sent = await self._attempt(
+                                target, req, default_model, rid, timeouts, out
+                            )
+                    except GatewayError as err:
+                        upstream = err.transport or err.upstream_status is not None
+                        # the request's own deadline cut this attempt short: not the target's fault
+                        by_deadline = (
+                            timeouts is not target.timeouts and err.status == 504 and err.transport
+                        )
+                        status = None if err.transport else err.upstream_status
+                        if br is not None:
+                            if upstream and not by_deadline:
+                                br.record(br.is_failure(status), token, time.monotonic())
                             else:
-                                st.sample(t - now, t)
-                    if not upstream:
-                        raise  # the request itself is refused (e.g. unsupported parameter)
-                    if by_deadline:
-                        raise _deadline_error(target, attempts, fallbacks) from None
-                    err.headers.extend(_routing_headers(target, attempts, fallbacks))
-                    last_err = err
-                    retryable = err.transport or err.upstream_status in retry.on_status
-                    wait = target.backoff(attempt)
-                    if err.retry_after is not None:
-                        wait = err.retry_after
-                        retryable = retryable and wait <= retry.max_retry_after
-                    if deadline is not None and time.monotonic() + wait >= deadline:
-                        retryable = False
-                    if br is not None and br.allow_state(time.monotonic()) == OPEN:
-                        retryable = False  # this failure opened it: no use waiting for it
-                    if retryable and attempt + 1 < retry.attempts:
-                        await asyncio.sleep(wait)
-                        continue
-                    if err.transport or err.upstream_status in target.fallback_on:
-                        fallbacks += 1
-                        break  # the next target
-                    raise
-                except BaseException:  # cancelled: no verdict on the target
+                                br.release(token)
+                        failed = (
+                            upstream and not by_deadline and (status is None or status in _FAILURES)
+                        )
+                        if failed:
+                            target.calls_failed += 1
+                        elif upstream and not by_deadline:
+                            target.calls_ok += 1  # the target answered (the request was refused)
+                        if st is not None:
+                            st.inflight -= 1
+                            if upstream and not by_deadline:
+                                t = time.monotonic()
+                                if failed:
+                                    st.failed(t - now, t)
+                                else:
+                                    st.sample(t - now, t)
+                        if not upstream:
+                            raise  # the request itself is refused (e.g. unsupported parameter)
+                        if by_deadline:
+                            raise _deadline_error(target, attempts, fallbacks) from None
+                        err.headers.extend(_routing_headers(target, attempts, fallbacks))
+                        last_err = err
+                        retryable = err.transport or err.upstream_status in retry.on_status
+                        wait = target.backoff(attempt)
+                        if err.retry_after is not None:
+                            wait = err.retry_after
+                            retryable = retryable and wait <= retry.max_retry_after
+                        if deadline is not None and time.monotonic() + wait >= deadline:
+                            retryable = False
+                        if br is not None and br.allow_state(time.monotonic()) == OPEN:
+                            retryable = False  # this failure opened it: no use waiting for it
+                        if retryable and attempt + 1 < retry.attempts:
+                            await asyncio.sleep(wait)
+                            continue
+                        if err.transport or err.upstream_status in target.fallback_on:
+                            fallbacks += 1
+                            break  # the next target
+                        raise
+                    except BaseException:  # cancelled: no verdict on the target
+                        if br is not None:
+                            br.release(token)
+                        if st is not None:
+                            st.inflight -= 1
+                        raise
+                    target.calls_ok += 1
                     if br is not None:
-                        br.release(token)
-                    if st is not None:
-                        st.inflight -= 1
-                    raise
-                target.calls_ok += 1
-                if br is not None:
-                    br.record(False, token, time.monotonic())
-                try:
-                    if st is not None:
-                        t = time.monotonic()
-                        st.sample(t - now, t)
-                    routing = _routing_headers(target, attempts, fallbacks)
-                    if sent.relay is not None and sent.stream:
-                        del req, mreq  # a stream may last minutes: hold no copy of the request
-                        sent.request = None
-                        self._waiting.discard(watcher)
-                        watcher.arm()
-                        filt = sent.out.relay(sent.relay)
-                        await self._relay_stream(send, target, sent, filt, rid, routing, timeouts)
+                        br.record(False, token, time.monotonic())
+                    try:
+                        if st is not None:
+                            t = time.monotonic()
+                            st.sample(t - now, t)
+                        routing = _routing_headers(target, attempts, fallbacks)
+                        if grant is not None:
+                            routing = [*routing, *grant.headers]
+                        if sent.relay is not None and sent.stream:
+                            del req, mreq  # a stream may last minutes: hold no copy of the request
+                            sent.request = None
+                            self._waiting.discard(watcher)
+                            watcher.arm()
+                            filt = sent.out.relay(sent.relay)
+                            relay = sent.relay
+                            await self._relay_stream(
+                                send, target, sent, filt, rid, routing, timeouts
+                            )
+                            if grant is not None:
+                                grant.used_from(getattr(relay, "usage", None))
+                            return
+                        start, body, usage = _answer(target, sent, rid, routing)
+                        if grant is not None:
+                            grant.used_from(usage)
+                        await send(start)
+                        await send(body)
                         return
-                    start, body = _answer(target, sent, rid, routing)
-                    await send(start)
-                    await send(body)
-                    return
-                finally:
-                    if st is not None:
-                        st.inflight -= 1
-        if last_err is not None:
-            raise last_err  # the last target's failure (with its routing headers)
-        raise _all_open_error(route, open_wait or 0.0)
+                    finally:
+                        if st is not None:
+                            st.inflight -= 1
+            if last_err is not None:
+                raise last_err  # the last target's failure (with its routing headers)
+            raise _all_open_error(route, open_wait or 0.0)
+        except GatewayError as err:
+            if grant is not None:
+                err.headers.extend(grant.headers)
+            raise
+        finally:
+            if grant is not None:
+                await grant.finish()
 
     async def _attempt(
         self,
@@ -1027,7 +1062,9 @@ class Gateway:
             resp.close()  # no-op when the stream ended normally (its connection was released)
 
 
-def _answer(target: Target, sent: _Sent, rid: bytes, routing: Headers) -> tuple[Message, Message]:
+def _answer(
+    target: Target, sent: _Sent, rid: bytes, routing: Headers
+) -> tuple[Message, Message, tuple[int, int, int, int] | None]:
     """The messages of a whole (non-streamed) answer, converted to the client's API when
     needed (a plain function: no coroutine per answer)."""
     data = sent.resp.body
@@ -1037,6 +1074,7 @@ def _answer(target: Target, sent: _Sent, rid: bytes, routing: Headers) -> tuple[
         data = target.provider.transform_response(sent.request, data)
         ctype = b"application/json"
     out = sent.out
+    usage = sse.extract_usage(data) if b'"usage"' in data else None
     if out is not _OPENAI_OUT and out is not _PASSTHROUGH:
         data = out.body(data)
         ctype = b"application/json"
@@ -1050,6 +1088,7 @@ def _answer(target: Target, sent: _Sent, rid: bytes, routing: Headers) -> tuple[
     return (
         {"type": "http.response.start", "status": sent.resp.status, "headers": headers},
         {"type": "http.response.body", "body": data},
+        usage,
     )
 
 

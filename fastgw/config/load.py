@@ -293,6 +293,15 @@ def _semantic_checks(cfg: GatewayConfig, fail: typing.Callable[[str, str], None]
         if k.team is not None and k.team not in cfg.teams:
             known = ", ".join(cfg.teams) or "none defined"
             fail(f"{path}.team", f"unknown team {k.team!r} (teams: {known})")
+    limits = [("limits", cfg.limits)]
+    limits += [(f"models.{n}.limits", m.limits) for n, m in cfg.models.items() if m.limits]
+    limits += [(f"teams.{n}.limits", t.limits) for n, t in cfg.teams.items() if t.limits]
+    limits += [(f"keys[{i}].limits", k.limits) for i, k in enumerate(cfg.keys) if k.limits]
+    for path, lim in limits:
+        for field in ("rpm", "tpm", "concurrency"):
+            value = getattr(lim, field)
+            if value is not None and value < 1:
+                fail(f"{path}.{field}", "must be at least 1 (omit it for no limit)")
     r = cfg.routing
     if r.max_metadata_bytes < 2:
         fail("routing.max_metadata_bytes", "must be at least 2")

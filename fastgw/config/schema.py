@@ -90,6 +90,17 @@ class RetryConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     max_retry_after: Duration = 10.0
 
 
+class LimitsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Rate limits; an omitted one is unlimited."""
+
+    #: Requests per minute.
+    rpm: int | None = None
+    #: Tokens (prompt + completion) per minute.
+    tpm: int | None = None
+    #: Requests (streams included) in flight at once.
+    concurrency: int | None = None
+
+
 class BreakerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """A circuit breaker per target (per worker): ``failures`` of the last ``window`` calls
     failed → the target is out for ``cooldown``, then half-open (``probes`` trial calls)."""
@@ -165,6 +176,8 @@ class ModelConfig(_StrategyFields, kw_only=True, forbid_unknown_fields=True):
     """A public model: a strategy over its targets (``fallback`` by default)."""
 
     targets: list[TargetConfig]
+    #: Limits on the model, whoever calls it.
+    limits: LimitsConfig | None = None
 
 
 class RoutingConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -175,17 +188,6 @@ class RoutingConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     max_request_timeout: Duration = 600.0
     #: Largest ``x-fastgw-metadata`` header accepted (bytes of JSON).
     max_metadata_bytes: int = 4096
-
-
-class LimitsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """Rate limits; an omitted one is unlimited."""
-
-    #: Requests per minute.
-    rpm: int | None = None
-    #: Tokens (prompt + completion) per minute.
-    tpm: int | None = None
-    #: Requests (streams included) in flight at once.
-    concurrency: int | None = None
 
 
 class AccessConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -253,3 +255,5 @@ class GatewayConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     keys: list[KeyConfig] = []
     #: Access rules and limits shared by every key of a team (a key's own apply too).
     teams: dict[str, AccessConfig] = {}
+    #: Limits on the whole gateway (every caller together).
+    limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)

@@ -1,0 +1,200 @@
+"""Rate limits: requests/min, tokens/min and concurrent requests, per key, team, model and
+globally, held in the configured state backend (shared by every worker, or every host).
+
+Per request, ``Limiter.admit`` takes one concurrency slot in each scope that limits
+concurrency, then one request and the prompt's estimated tokens from every bucket in one
+all-or-nothing ``take_many`` (one round trip to Redis). ``Grant.finish`` settles the tokens
+with the real usage (giving back what was over-reserved, taking what was under) and frees
+the slots. Over a limit: 429 with ``Retry-After`` and the ``x-ratelimit-*`` headers.
+"""
+
+from __future__ import annotations
+
+import math
+
+from ..api.errors import GatewayError
+from ..config.schema import GatewayConfig, LimitsConfig
+from ..state import Limit, State, Take, Verdict
+from .keys import Principal
+
+Headers = list[tuple[bytes, bytes]]
+
+
+class _Scope:
+    """One holder of limits: ``key:alice``, ``team:research``, ``model:smart``, ``global``."""
+
+    __slots__ = ("conc", "id", "label", "rpm", "tpm")
+
+    def __init__(self, id: str, label: str, cfg: LimitsConfig) -> None:
+        self.id = id
+        self.label = label
+        self.rpm = Limit(cfg.rpm, cfg.rpm / 60.0) if cfg.rpm else None
+        self.tpm = Limit(cfg.tpm, cfg.tpm / 60.0) if cfg.tpm else None
+        self.conc = cfg.concurrency
+
+
+def _seconds(x: float) -> bytes:
+    return b"%ds" % math.ceil(x) if x < 1e9 else b"never"
+
+
+class Grant:
+    """What a request holds until it ends: reserved tokens, concurrency slots."""
+
+    __slots__ = ("estimate", "headers", "slots", "state", "tokens", "used")
+
+    def __init__(
+        self,
+        state: State,
+        slots: list[str],
+        tokens: list[tuple[str, Limit]],
+        estimate: int,
+        headers: Headers,
+    ) -> None:
+        self.state = state
+        self.slots = slots
+        self.tokens = tokens
+        self.estimate = estimate
+        #: ``x-ratelimit-*`` headers for the answer.
+        self.headers = headers
+        #: Tokens the request really used (prompt + completion), once known.
+        self.used: int | None = None
+
+    def used_from(self, usage: tuple[int, int, int, int] | None) -> None:
+        """Record the provider's usage ``(prompt, completion, total, cached)``."""
+        if usage is not None:
+            self.used = usage[2] or usage[0] + usage[1]
+
+    async def finish(self) -> None:
+        """Settle the reserved tokens with the real usage (unknown: the estimate stands) and
+        free the slots. Safe to call twice."""
+        state = self.state
+        used = self.used
+        if used is not None and used != self.estimate:
+            for key, limit in self.tokens:
+                await state.settle(key, float(self.estimate - used), limit)
+        for key in self.slots:
+            await state.release(key)
+        self.slots = []
+        self.tokens = []
+
+
+class Limiter:
+    """The limits of a config, by scope; ``admit`` per request."""
+
+    def __init__(self, cfg: GatewayConfig) -> None:
+        self.global_ = _Scope("global", "the gateway", cfg.limits) if _any(cfg.limits) else None
+        self.models = {
+            name: _Scope(f"model:{name}", f"model '{name}'", m.limits)
+            for name, m in cfg.models.items()
+            if m.limits is not None and _any(m.limits)
+        }
+        self.teams = {
+            name: _Scope(f"team:{name}", f"team '{name}'", t.limits)
+            for name, t in cfg.teams.items()
+            if t.limits is not None and _any(t.limits)
+        }
+        self.keys = {
+            k.name: _Scope(f"key:{k.name}", f"key '{k.name}'", k.limits)
+            for k in cfg.keys
+            if k.limits is not None and _any(k.limits)
+        }
+        self.active = bool(self.global_ or self.models or self.teams or self.keys)
+        self.state: State | None = None
+
+    def scopes(self, principal: Principal | None, model: str) -> list[_Scope]:
+        out = []
+        if principal is not None:
+            if (s := self.keys.get(principal.name)) is not None:
+                out.append(s)
+            if principal.team is not None and (s := self.teams.get(principal.team)) is not None:
+                out.append(s)
+        if (s := self.models.get(model)) is not None:
+            out.append(s)
+        if self.global_ is not None:
+            out.append(self.global_)
+        return out
+
+    async def admit(self, principal: Principal | None, model: str, estimate: int) -> Grant | None:
+        """Take what the request needs from every scope, or raise 429 taking nothing."""
+        scopes = self.scopes(principal, model)
+        if not scopes:
+            return None
+        state = self.state
+        assert state is not None, "Limiter.state is set at start-up"
+        slots: list[str] = []
+        for s in scopes:
+            if s.conc is not None:
+                key = f"conc:{s.id}"
+                if not await state.acquire(key, s.conc):
+                    for held in slots:
+                        await state.release(held)
+                    raise _too_many(
+                        f"{s.label} has {s.conc} requests in flight, its concurrency limit.",
+                        "concurrency_limit_exceeded",
+                        1.0,
+                        [],
+                    )
+                slots.append(key)
+        takes: list[Take] = []
+        kinds: list[tuple[_Scope, str]] = []
+        for s in scopes:
+            if s.rpm is not None:
+                takes.append(Take(f"rpm:{s.id}", 1.0, s.rpm))
+                kinds.append((s, "requests"))
+            if s.tpm is not None:
+                takes.append(Take(f"tpm:{s.id}", float(estimate), s.tpm))
+                kinds.append((s, "tokens"))
+        verdicts = await state.take_many(takes) if takes else []
+        headers = _headers(kinds, verdicts)
+        if verdicts and not verdicts[0].allowed:
+            for held in slots:
+                await state.release(held)
+            worst = max(range(len(verdicts)), key=lambda i: verdicts[i].retry_after)
+            s, kind = kinds[worst]
+            v = verdicts[worst]
+            per_min = (s.rpm if kind == "requests" else s.tpm) or Limit(0, 0)
+            if kind == "tokens" and estimate > per_min.capacity:
+                message = (
+                    f"The request's estimated {estimate} prompt tokens exceed the "
+                    f"{int(per_min.capacity)} tokens/minute of {s.label}."
+                )
+            else:
+                message = f"{s.label} is over its {int(per_min.capacity)} {kind}/minute limit."
+            raise _too_many(message, "rate_limit_exceeded", v.retry_after, headers)
+        tokens = [(t.key, t.limit) for t in takes if t.key.startswith("tpm:")]
+        return Grant(state, slots, tokens, estimate, headers)
+
+
+def _any(cfg: LimitsConfig) -> bool:
+    return bool(cfg.rpm or cfg.tpm or cfg.concurrency)
+
+
+def _headers(kinds: list[tuple[_Scope, str]], verdicts: list[Verdict]) -> Headers:
+    """``x-ratelimit-{limit,remaining,reset}-{requests,tokens}`` of the tightest scope."""
+    out: Headers = []
+    for kind in ("requests", "tokens"):
+        best: tuple[float, float, float] | None = None
+        for (s, k), v in zip(kinds, verdicts, strict=True):
+            if k != kind:
+                continue
+            lim = s.rpm if k == "requests" else s.tpm
+            assert lim is not None
+            if best is None or v.remaining < best[1]:
+                best = (lim.capacity, v.remaining, v.reset)
+        if best is not None:
+            suffix = kind.encode()
+            out.append((b"x-ratelimit-limit-" + suffix, b"%d" % best[0]))
+            out.append((b"x-ratelimit-remaining-" + suffix, b"%d" % max(0, math.floor(best[1]))))
+            out.append((b"x-ratelimit-reset-" + suffix, _seconds(best[2])))
+    return out
+
+
+def _too_many(message: str, code: str, retry_after: float, headers: Headers) -> GatewayError:
+    wait = max(1, math.ceil(retry_after)) if retry_after < 1e9 else 60
+    return GatewayError(
+        429,
+        message,
+        "rate_limit_error",
+        code,
+        headers=[(b"retry-after", b"%d" % wait), *headers],
+    )

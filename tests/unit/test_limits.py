@@ -1,0 +1,112 @@
+"""The limiter on the in-process state backend with a fake clock: reservations, settlement
+with real usage, all-or-nothing across scopes, slots released on every outcome."""
+
+from __future__ import annotations
+
+import pytest
+
+from fastgw.api.errors import GatewayError
+from fastgw.config import ConfigError, validate
+from fastgw.policy.keys import KeyStore, Principal
+from fastgw.policy.limits import Limiter
+from fastgw.state.memory import MemoryState
+
+KEY = "sk-fastgw-unit-limits-00000001"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def setup(
+    limits: dict[str, object], model_limits: dict[str, object] | None = None
+) -> tuple[Limiter, Principal, Clock, MemoryState]:
+    models: dict[str, object] = {"m": {"targets": [{"provider": "p"}]}}
+    if model_limits:
+        models["m"] = {"targets": [{"provider": "p"}], "limits": model_limits}
+    cfg = validate(
+        {
+            "providers": {"p": {"kind": "openai"}},
+            "models": models,
+            "keys": [{"name": "k", "key": KEY, "limits": limits}],
+        },
+        env={},
+    )
+    clock = Clock()
+    state = MemoryState(clock)
+    limiter = Limiter(cfg)
+    limiter.state = state
+    principal = KeyStore(cfg).authenticate([(b"x-api-key", KEY.encode())], 0)
+    return limiter, principal, clock, state
+
+
+async def test_tokens_are_reserved_then_settled_with_real_usage() -> None:
+    limiter, p, clock, _state = setup({"tpm": 1000})
+    g = await limiter.admit(p, "m", 400)
+    assert g is not None
+    assert dict(g.headers)[b"x-ratelimit-remaining-tokens"] == b"600"
+    g.used_from((100, 50, 150, 0))  # used 150 of the 400 reserved
+    await g.finish()
+    g2 = await limiter.admit(p, "m", 1)
+    assert g2 is not None
+    assert dict(g2.headers)[b"x-ratelimit-remaining-tokens"] == b"849"  # 1000 - 150 - 1
+    g2.used_from((700, 300, 1000, 0))  # far above the estimate: the bucket goes into debt
+    await g2.finish()
+    with pytest.raises(GatewayError) as e:
+        await limiter.admit(p, "m", 1)
+    assert e.value.status == 429
+    clock.t += 60  # a minute refills 1000
+    assert await limiter.admit(p, "m", 1) is not None
+
+
+async def test_unknown_usage_keeps_the_estimate() -> None:
+    limiter, p, _, _state = setup({"tpm": 100})
+    g = await limiter.admit(p, "m", 60)
+    assert g is not None
+    await g.finish()  # a stream cut before its usage arrived
+    with pytest.raises(GatewayError):
+        await limiter.admit(p, "m", 60)
+
+
+async def test_refusal_takes_nothing_and_frees_slots() -> None:
+    limiter, p, _, state = setup({"rpm": 10, "concurrency": 5}, {"rpm": 1})
+    g = await limiter.admit(p, "m", 1)
+    assert g is not None
+    with pytest.raises(GatewayError) as e:
+        await limiter.admit(p, "m", 1)  # the model's 1/min refuses
+    assert "model 'm' is over its 1 requests/minute limit" in e.value.message
+    headers = dict(e.value.headers)
+    assert headers[b"retry-after"] == b"60"
+    assert headers[b"x-ratelimit-limit-requests"] == b"1"
+    assert state.slots == {"conc:key:k": 1}  # only the admitted request's slot
+    await g.finish()
+    assert state.slots == {}
+    # the key's own bucket lost only the admitted request: 9 left
+    assert state.buckets["rpm:key:k"].tokens == pytest.approx(9)
+
+
+async def test_concurrency() -> None:
+    limiter, p, _, _state = setup({"concurrency": 2})
+    a = await limiter.admit(p, "m", 1)
+    b = await limiter.admit(p, "m", 1)
+    with pytest.raises(GatewayError) as e:
+        await limiter.admit(p, "m", 1)
+    assert e.value.code == "concurrency_limit_exceeded"
+    assert a is not None and b is not None
+    await a.finish()
+    await a.finish()  # twice is harmless
+    assert await limiter.admit(p, "m", 1) is not None
+
+
+def test_limits_must_be_positive() -> None:
+    with pytest.raises(ConfigError) as e:
+        validate(
+            {"limits": {"rpm": 0}, "keys": [{"name": "k", "key": KEY, "limits": {"tpm": -5}}]},
+            env={},
+        )
+    assert "limits.rpm: must be at least 1 (omit it for no limit)" in e.value.errors
+    assert "keys[0].limits.tpm: must be at least 1 (omit it for no limit)" in e.value.errors
