@@ -14,7 +14,7 @@ import math
 
 from ..api.errors import GatewayError
 from ..config.schema import GatewayConfig, LimitsConfig
-from ..state import Limit, State, Take, Verdict
+from ..state import Limit, State, StateUnavailable, Take, Verdict
 from .keys import Principal
 
 Headers = list[tuple[bytes, bytes]]
@@ -67,6 +67,13 @@ class Grant:
     async def finish(self) -> None:
         """Settle the reserved tokens with the real usage (unknown: the estimate stands) and
         free the slots. Safe to call twice."""
+        try:
+            await self._finish()
+        except StateUnavailable:  # the settlement is lost; the answer is not the client's
+            self.slots = []
+            self.tokens = []
+
+    async def _finish(self) -> None:
         state = self.state
         used = self.used
         if used is not None and used != self.estimate:
@@ -115,7 +122,21 @@ class Limiter:
         return out
 
     async def admit(self, principal: Principal | None, model: str, estimate: int) -> Grant | None:
-        """Take what the request needs from every scope, or raise 429 taking nothing."""
+        """Take what the request needs from every scope, or raise 429 taking nothing (503
+        when the state backend is unreachable and set to fail closed)."""
+        try:
+            return await self._admit(principal, model, estimate)
+        except StateUnavailable:
+            raise GatewayError(
+                503,
+                "The gateway cannot check rate limits right now (its shared state is "
+                "unreachable); retry shortly.",
+                "unavailable",
+                "state_unavailable",
+                headers=[(b"retry-after", b"1")],
+            ) from None
+
+    async def _admit(self, principal: Principal | None, model: str, estimate: int) -> Grant | None:
         scopes = self.scopes(principal, model)
         if not scopes:
             return None

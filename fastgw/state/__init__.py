@@ -11,9 +11,18 @@ import importlib
 
 from ..config.schema import STATE_BACKENDS as BACKENDS
 from ..config.schema import StateConfig
-from .base import Limit, State, Take, Verdict, take
+from .base import Limit, State, StateUnavailable, Take, Verdict, take
 
-__all__ = ["BACKENDS", "Limit", "State", "Take", "Verdict", "open_state", "take"]
+__all__ = [
+    "BACKENDS",
+    "Limit",
+    "State",
+    "StateUnavailable",
+    "Take",
+    "Verdict",
+    "open_state",
+    "take",
+]
 
 
 def open_state(cfg: StateConfig) -> State:

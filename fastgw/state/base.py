@@ -28,6 +28,11 @@ from __future__ import annotations
 from typing import NamedTuple, Protocol
 
 
+class StateUnavailable(Exception):
+    """The shared state cannot be reached and the backend is set to fail closed: the request
+    gets a 503."""
+
+
 class Limit(NamedTuple):
     """A token bucket's shape: ``capacity`` tokens at most, refilled at ``rate`` per second
     (e.g. 600 requests/minute: ``Limit(600, 10.0)``)."""

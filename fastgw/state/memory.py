@@ -53,7 +53,11 @@ class MemoryState:
 
     def take_many_now(self, takes: list[Take]) -> list[Verdict]:
         now = self.clock()
-        buckets = [refill(self.buckets.get(t.key), t.limit, now) for t in takes]
+        seen: dict[str, Bucket] = {}  # one bucket per key, even when a key comes twice
+        for t in takes:
+            if t.key not in seen:
+                seen[t.key] = refill(self.buckets.get(t.key), t.limit, now)
+        buckets = [seen[t.key] for t in takes]
         # the same key twice in one call: the takes add up
         need: dict[str, float] = {}
         for t in takes:

@@ -48,6 +48,16 @@ async def state(request: pytest.FixtureRequest, tmp_path: object) -> AsyncIterat
     s = open_state(cfg)
     yield s
     await s.close()
+    if name == "redis":  # leave nothing behind on the shared server
+        import redis.asyncio as aioredis
+
+        client = aioredis.Redis.from_url(cfg.redis_url)
+        try:
+            keys = [k async for k in client.scan_iter(match=cfg.prefix + "*")]
+            if keys:
+                await client.delete(*keys)
+        finally:
+            await client.aclose()
 
 
 def key(label: str) -> str:
@@ -103,6 +113,15 @@ async def test_concurrency_slots(state: State) -> None:
     for _ in range(5):  # releasing more than held never goes below zero
         await state.release(k)
     assert [await state.acquire(k, 1) for _ in range(2)] == [True, False]
+
+
+async def test_the_same_bucket_twice_in_one_take_adds_up(state: State) -> None:
+    k, lim = key("twice"), Limit(5, 0.0)
+    got = await state.take_many([Take(k, 2, lim), Take(k, 2, lim)])
+    assert all(v.allowed for v in got)
+    assert (await take(state, k, 1, lim)).allowed  # 5 - 4 = 1 left
+    assert not (await take(state, k, 1, lim)).allowed
+    assert not any(v.allowed for v in await state.take_many([Take(k, 0, lim), Take(k, 1, lim)]))
 
 
 async def test_counters(state: State) -> None:

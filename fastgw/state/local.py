@@ -1,0 +1,96 @@
+"""The ``local`` backend: shared memory across the worker processes of one host.
+
+Buckets, slots and counters live in a fixed-size table in a memory-mapped file
+(``fastgw._core.shm``; layout, locking and the reclaim of slots held by dead workers are
+described in ``fastgw/_core/_shm_py.py``). Every worker maps the same file, so ``--workers 4``
+enforces the same limits as one worker, and the state survives a worker restart (and a
+gateway restart, as long as the file stays: /dev/shm lives until reboot).
+
+The file is ``StateConfig.path``, or by default ``/dev/shm/fastgw-<hash>.state`` (the temp
+dir without /dev/shm) where the hash is of the configuration file's path and the port
+(``FASTGW_CONFIG``, ``FASTGW_PORT``), so the workers of one gateway share it and two gateways
+on one host do not. The first worker creates it; a file of another size or layout (e.g.
+``entries`` changed) is replaced. The clock is ``time.monotonic()``, system-wide on Linux.
+
+The operations are short and never wait on I/O, so the async methods call the table
+directly.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from hashlib import blake2b
+
+from .._core import shm
+from ..config.schema import StateConfig
+from .base import Limit, Take, Verdict
+
+
+def default_path() -> str:
+    """The table of this gateway: named after its configuration file and port."""
+    config = os.environ.get("FASTGW_CONFIG") or ""
+    if config:
+        config = os.path.abspath(config)
+    port = os.environ.get("FASTGW_PORT") or ""
+    tag = blake2b(f"{config}\0{port}".encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
+    where = "/dev/shm"
+    if not (os.path.isdir(where) and os.access(where, os.W_OK)):
+        where = tempfile.gettempdir()
+    return os.path.join(where, f"fastgw-{tag}.state")
+
+
+class LocalState:
+    """The State contract on a shared-memory table (``fastgw._core.shm.ShmTable``)."""
+
+    name = "local"
+
+    def __init__(
+        self,
+        path: str | None = None,
+        entries: int = shm.DEFAULT_ENTRIES,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.path = path or default_path()
+        self.entries = entries
+        self.clock = clock
+        self.table = shm.ShmTable(self.path, entries, recreate=True)
+
+    async def take_many(self, takes: list[Take]) -> list[Verdict]:
+        got = self.table.take_many(
+            [(t.key, t.n, t.limit.capacity, t.limit.rate) for t in takes], self.clock()
+        )
+        return [Verdict(*v) for v in got]
+
+    async def settle(self, key: str, n: float, limit: Limit) -> None:
+        self.table.settle(key, n, limit.capacity, limit.rate, self.clock())
+
+    async def acquire(self, key: str, limit: int) -> bool:
+        return self.table.acquire(key, limit)
+
+    async def release(self, key: str) -> None:
+        self.table.release(key)
+
+    async def add(self, key: str, x: float) -> float:
+        return self.table.add(key, x)
+
+    async def get(self, key: str) -> float:
+        return self.table.get(key)
+
+    def health(self) -> dict[str, object]:
+        return {
+            "backend": self.name,
+            "path": self.path,
+            "entries": self.entries,
+            "used": self.table.used(),
+            "compiled": shm.COMPILED,
+        }
+
+    async def close(self) -> None:
+        self.table.close()
+
+
+def create(cfg: StateConfig) -> LocalState:
+    return LocalState(cfg.path, cfg.entries)

@@ -1,0 +1,506 @@
+"""The ``redis`` backend: buckets, slots and counters shared by every gateway host.
+
+**One round trip per call.** Every ``State`` call is at most one Redis round trip: the
+read-modify-write operations (``take_many`` over any number of buckets, ``settle``,
+``acquire``) are Lua scripts run with ``EVALSHA``; the rest are single native commands
+(``ZREM``, ``INCRBYFLOAT``, ``GET``), atomic by themselves. A script is sent in full with
+``EVAL`` the first time this client uses it (which also caches it in Redis) and again only
+after Redis answers ``NOSCRIPT`` (restart, ``SCRIPT FLUSH``, failover).
+
+**Time** inside the scripts is Redis's ``TIME``, so every host sees the same clock (script
+effects replication, the default from Redis 5 on, makes that safe for replicas and the AOF).
+
+**Keys** are ``<prefix><kind>:<key>``, kind ``b`` (bucket), ``s`` (slots), ``c`` (counter), so
+a bucket, a slot set and a counter of the same name never collide (they are separate maps in
+the contract). Keys of one call are not hash-tagged: Redis Cluster is not supported.
+
+- A bucket is a string ``"<tokens> <at>"`` (``at``: Redis time of the last refill). A missing
+  bucket is full, so a bucket that is full again is deleted, and every write sets a TTL of the
+  time the bucket takes to refill completely plus one second: an idle bucket vanishes exactly
+  when it no longer differs from a missing one (debt included). A bucket with rate 0 never
+  refills and so never expires (it is a one-off quota).
+- Slots are a sorted set of holder ids scored by the Redis time their lease ends. ``acquire``
+  first drops the expired holders, then adds itself if fewer than ``limit`` remain. Each
+  ``RedisState`` remembers the ids it holds and refreshes their leases every
+  ``slot_ttl / 3`` seconds (one round trip for all of them, in a background task), so a slot
+  held for a long stream stays held, while the slots of a gateway that dies without releasing
+  them are free again at most ``slot_ttl`` (default 30 s) later. The refresh only extends
+  holders still present (``ZADD XX``): a refresh racing a release never resurrects the slot.
+  ``release`` gives back one of the slots *this instance* acquired (none held: nothing to do,
+  no round trip); the set itself expires ``slot_ttl`` + 1 s after its last write.
+- A counter is a plain ``INCRBYFLOAT`` string, without TTL (the caller's key names the period).
+
+**Failure** (``on_error``): each call waits at most ``timeout`` for Redis (the wait for one of
+the ``pool_size`` connections included). A connection error, a timeout, or a server-side
+condition (``LOADING``, ``READONLY``, ``OOM``, ``BUSY``, …) counts as an error, and for the next
+``backoff`` seconds no call tries Redis; after that a single call probes it while the others
+still take the failure path. On that path ``open`` answers from an in-process ``MemoryState``
+(each worker enforces the limits on its own meanwhile; counter additions made there are not
+carried over to Redis later) and ``closed`` raises ``StateUnavailable``. ``release`` never
+raises: a slot it cannot give back expires by itself within ``slot_ttl``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import itertools
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
+
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import NoScriptError, RedisError, ResponseError
+
+from ..config.schema import StateConfig
+from .base import Limit, StateUnavailable, Take, Verdict
+from .memory import Bucket, MemoryState, verdict
+
+__all__ = [
+    "ACQUIRE",
+    "REFRESH",
+    "SETTLE",
+    "TAKE_MANY",
+    "RedisState",
+    "StateUnavailable",
+    "create",
+    "redact_url",
+]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Seconds without trying Redis after a failure.
+BACKOFF = 1.0
+#: Seconds a slot outlives its holder's last refresh.
+SLOT_TTL = 30.0
+#: Connections to Redis per ``RedisState`` (and calls in flight at once).
+POOL_SIZE = 64
+
+#: Error replies that mean "Redis can't serve now" rather than "this call is wrong".
+_UNAVAILABLE_REPLIES = (
+    "LOADING",
+    "READONLY",
+    "MASTERDOWN",
+    "BUSY",
+    "OOM",
+    "TRYAGAIN",
+    "CLUSTERDOWN",
+    "NOREPLICAS",
+    "MISCONF",
+)
+
+
+class _Script:
+    """A Lua script and its SHA1 (what ``EVALSHA`` names it by)."""
+
+    __slots__ = ("sha", "src")
+
+    def __init__(self, src: str) -> None:
+        self.src = src
+        self.sha = hashlib.sha1(src.encode()).hexdigest()
+
+
+# Shared by the bucket scripts: the time, reading a bucket as of now, writing it back.
+_BUCKET_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+
+-- the bucket at key k as of now: tokens, time of the last refill (missing: full)
+local function load(k, cap, rate)
+  local v = redis.call('GET', k)
+  if not v then return cap, now end
+  local s, a = string.match(v, '^(%S+) (%S+)$')
+  local tokens, at = tonumber(s), tonumber(a)
+  if now > at then
+    tokens = math.min(cap, tokens + (now - at) * rate)
+    at = now
+  end
+  return tokens, at
+end
+
+-- write it back; a full bucket is the same as a missing one, and a bucket expires once it
+-- would be full again (plus a second)
+local function store(k, tokens, at, cap, rate)
+  if tokens >= cap then
+    redis.call('DEL', k)
+    return
+  end
+  local v = string.format('%.17g %.17g', tokens, at)
+  if rate > 0 then
+    local ms = math.min(math.ceil((cap - tokens) / rate * 1000) + 1000, 1e12)
+    redis.call('SET', k, v, 'PX', string.format('%d', ms))
+  else
+    redis.call('SET', k, v)
+  end
+end
+"""
+
+#: KEYS: the buckets; ARGV: n, capacity, rate for each. All or nothing; the same key twice
+#: adds up (its first limit shapes it). Returns {1|0, tokens of each bucket after the takes
+#: (before them when refused)}.
+TAKE_MANY = _Script(
+    _BUCKET_LUA
+    + """
+local tokens, at, cap, rate, need = {}, {}, {}, {}, {}
+for i, k in ipairs(KEYS) do
+  if tokens[k] == nil then
+    cap[k], rate[k] = tonumber(ARGV[3 * i - 1]), tonumber(ARGV[3 * i])
+    tokens[k], at[k] = load(k, cap[k], rate[k])
+    need[k] = 0
+  end
+  need[k] = need[k] + tonumber(ARGV[3 * i - 2])
+end
+local ok = 1
+for _, k in ipairs(KEYS) do
+  if tokens[k] < need[k] then ok = 0 end
+end
+if ok == 1 then
+  for _, k in ipairs(KEYS) do
+    if need[k] ~= 0 then
+      tokens[k] = tokens[k] - need[k]
+      store(k, tokens[k], at[k], cap[k], rate[k])
+      need[k] = 0
+    end
+  end
+end
+local out = {ok}
+for i, k in ipairs(KEYS) do out[i + 1] = string.format('%.17g', tokens[k]) end
+return out
+"""
+)
+
+#: KEYS[1]: the bucket; ARGV: n, capacity, rate. Adds n (may go below zero, never above
+#: the capacity).
+SETTLE = _Script(
+    _BUCKET_LUA
+    + """
+local cap, rate = tonumber(ARGV[2]), tonumber(ARGV[3])
+local tokens, at = load(KEYS[1], cap, rate)
+store(KEYS[1], math.min(cap, tokens + tonumber(ARGV[1])), at, cap, rate)
+return 1
+"""
+)
+
+#: KEYS[1]: the slot set; ARGV: holder id, limit, lease seconds. Returns 1 when taken.
+ACQUIRE = _Script(
+    """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local ttl = tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.17g', now))
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+redis.call('ZADD', KEYS[1], string.format('%.17g', now + ttl), ARGV[1])
+redis.call('PEXPIRE', KEYS[1], string.format('%d', math.ceil(ttl * 1000) + 1000))
+return 1
+"""
+)
+
+#: KEYS: slot sets; ARGV[1]: lease seconds, ARGV[i + 1]: a holder id in KEYS[i]. Extends the
+#: leases of the holders still there.
+REFRESH = _Script(
+    """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local ttl = tonumber(ARGV[1])
+local until_ = string.format('%.17g', now + ttl)
+local ms = string.format('%d', math.ceil(ttl * 1000) + 1000)
+for i, k in ipairs(KEYS) do
+  redis.call('ZADD', k, 'XX', until_, ARGV[i + 1])
+  redis.call('PEXPIRE', k, ms)
+end
+return 1
+"""
+)
+
+
+def redact_url(url: str) -> str:
+    """``url`` without its password (in the user info or a ``password=`` query argument)."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, host = netloc.rpartition("@")
+        user, colon, _ = userinfo.partition(":")
+        # "redis://secret@host": a lone user info may well be the password
+        netloc = f"{user}:***@{host}" if colon else f"***@{host}"
+    query = "&".join(
+        f"{k}=***" if k.lower() == "password" else f"{k}={v}"
+        for k, v in parse_qsl(parts.query, keep_blank_values=True)
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` means Redis can't serve now (as opposed to a wrong call)."""
+    if isinstance(exc, NoScriptError):
+        return False
+    if isinstance(exc, ResponseError):
+        return str(exc).startswith(_UNAVAILABLE_REPLIES)
+    return isinstance(exc, RedisError | OSError | TimeoutError)
+
+
+class RedisState:
+    """Buckets, slots and counters in one Redis, shared by every host that points at it."""
+
+    name = "redis"
+
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        *,
+        prefix: str = "fastgw:",
+        on_error: str = "open",
+        timeout: float = 0.25,
+        backoff: float = BACKOFF,
+        slot_ttl: float = SLOT_TTL,
+        pool_size: int = POOL_SIZE,
+    ) -> None:
+        if on_error not in ("open", "closed"):
+            raise ValueError(f"state.on_error must be 'open' or 'closed', not {on_error!r}")
+        if timeout <= 0 or slot_ttl <= 0 or pool_size < 1:
+            raise ValueError("state: timeout and slot_ttl must be > 0, pool_size >= 1")
+        self.url = url
+        self.prefix = prefix
+        self.on_error = on_error
+        self.timeout = timeout
+        self.backoff = backoff
+        self.slot_ttl = slot_ttl
+        #: Answers while Redis is unreachable (``on_error: open``).
+        self.fallback = MemoryState()
+        #: Calls answered by the fallback, and Redis failures, since start.
+        self.fallback_calls = 0
+        self.errors = 0
+        self.last_error: str | None = None
+        self._redis = Redis.from_url(
+            url,
+            # every call runs under asyncio.timeout(timeout) (see _call), which also covers
+            # reads and writes; a socket_timeout would only add a timer task per command
+            socket_timeout=None,
+            socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 0),  # the caller decides; no hidden retries
+            max_connections=pool_size,
+            health_check_interval=0,
+        )
+        self._sem = asyncio.Semaphore(pool_size)
+        self._loaded: set[str] = set()
+        #: 0 while Redis answers; else the monotonic time the next probe may start.
+        self._down_until = 0.0
+        self._probing = False
+        # slots this instance holds, per key: holder ids, None for a fallback slot
+        self._held: dict[str, list[str | None]] = {}
+        self._id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._seq = itertools.count(1)
+        self._refresher: asyncio.Task[None] | None = None
+        self._closed = False
+
+    # --- plumbing ---------------------------------------------------------------------------
+
+    def _key(self, kind: str, key: str) -> str:
+        return f"{self.prefix}{kind}:{key}"
+
+    async def _call(self, fn: Callable[[], Awaitable[T]]) -> T:
+        """``fn()`` against Redis within ``timeout``; ``StateUnavailable`` when Redis can't
+        answer (or is being skipped after a failure)."""
+        if self._down_until:
+            if self._probing or time.monotonic() < self._down_until:
+                raise StateUnavailable(f"redis unreachable: {self.last_error}")
+            self._probing = True  # this call probes; the others keep failing fast
+        started = False
+        try:
+            async with asyncio.timeout(self.timeout):
+                async with self._sem:
+                    started = True
+                    result = await fn()
+        except BaseException as exc:
+            if not _unavailable(exc):
+                self._probing = False
+                raise
+            if started or not isinstance(exc, TimeoutError):
+                self._failed(exc)
+            else:  # every connection busy for the whole timeout: local overload
+                self._probing = False
+            raise StateUnavailable(f"redis unreachable: {_describe(exc)}") from exc
+        if self._down_until:
+            log.warning("state: redis %s reachable again", redact_url(self.url))
+            self._down_until = 0.0
+            self._probing = False
+        return result
+
+    def _failed(self, exc: BaseException) -> None:
+        self.errors += 1
+        self.last_error = "timeout" if isinstance(exc, TimeoutError) else _describe(exc)
+        if not self._down_until:
+            log.warning("state: redis %s unreachable: %s", redact_url(self.url), self.last_error)
+        self._down_until = time.monotonic() + self.backoff
+        self._probing = False
+
+    def _degraded(self, exc: StateUnavailable) -> MemoryState:
+        """The fallback to answer from (``open``), or ``exc`` raised (``closed``)."""
+        if self.on_error == "closed":
+            raise exc
+        self.fallback_calls += 1
+        return self.fallback
+
+    async def _eval(self, script: _Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """One round trip (two only just after Redis lost its script cache)."""
+        r: Any = self._redis
+        if script.sha in self._loaded:
+            try:
+                return await r.evalsha(script.sha, len(keys), *keys, *args)
+            except NoScriptError:
+                self._loaded.discard(script.sha)
+        out = await r.eval(script.src, len(keys), *keys, *args)
+        self._loaded.add(script.sha)
+        return out
+
+    # --- buckets ----------------------------------------------------------------------------
+
+    async def take_many(self, takes: list[Take]) -> list[Verdict]:
+        if not takes:
+            return []
+        keys = [self._key("b", t.key) for t in takes]
+        args: list[float] = []
+        for t in takes:
+            args += (t.n, t.limit.capacity, t.limit.rate)
+        try:
+            reply = await self._call(lambda: self._eval(TAKE_MANY, keys, args))
+        except StateUnavailable as exc:
+            return self._degraded(exc).take_many_now(takes)
+        ok = int(reply[0]) == 1
+        need: dict[str, float] = {}
+        if not ok:
+            for t in takes:
+                need[t.key] = need.get(t.key, 0.0) + t.n
+        return [
+            verdict(Bucket(float(tokens), 0.0), t.n if ok else need[t.key], t.limit, ok)
+            for t, tokens in zip(takes, reply[1:], strict=True)
+        ]
+
+    async def settle(self, key: str, n: float, limit: Limit) -> None:
+        args = (n, limit.capacity, limit.rate)
+        try:
+            await self._call(lambda: self._eval(SETTLE, [self._key("b", key)], args))
+        except StateUnavailable as exc:
+            self._degraded(exc).settle_now(key, n, limit)
+
+    # --- slots ------------------------------------------------------------------------------
+
+    async def acquire(self, key: str, limit: int) -> bool:
+        holder = f"{self._id}:{next(self._seq)}"
+        args = (holder, limit, self.slot_ttl)
+        try:
+            got = await self._call(lambda: self._eval(ACQUIRE, [self._key("s", key)], args))
+        except StateUnavailable as exc:
+            if not await self._degraded(exc).acquire(key, limit):
+                return False
+            self._held.setdefault(key, []).append(None)
+            return True
+        if int(got) != 1:
+            return False
+        self._held.setdefault(key, []).append(holder)
+        if self._refresher is None and not self._closed:
+            self._refresher = asyncio.create_task(self._refresh_forever())
+        return True
+
+    async def release(self, key: str) -> None:
+        held = self._held.get(key)
+        if not held:
+            return  # none held here: never below zero
+        holder = held.pop()
+        if not held:
+            del self._held[key]
+        if holder is None:
+            await self.fallback.release(key)
+            return
+        r: Any = self._redis
+        # unreachable: the slot is forgotten here, no longer refreshed, and expires by itself
+        with contextlib.suppress(StateUnavailable):
+            await self._call(lambda: r.zrem(self._key("s", key), holder))
+
+    def _held_in_redis(self) -> list[tuple[str, str]]:
+        return [(k, h) for k, hs in self._held.items() for h in hs if h is not None]
+
+    async def _refresh_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.slot_ttl / 3)
+            held = self._held_in_redis()
+            if not held:
+                continue
+            keys = [self._key("s", k) for k, _ in held]
+            args = [self.slot_ttl, *(h for _, h in held)]
+            try:
+                await self._call(lambda: self._eval(REFRESH, keys, args))  # noqa: B023
+            except StateUnavailable:
+                pass  # counted; the next round tries again
+            except Exception:
+                log.exception("state: refreshing the concurrency slots failed")
+
+    # --- counters ---------------------------------------------------------------------------
+
+    async def add(self, key: str, x: float) -> float:
+        r: Any = self._redis
+        try:
+            return float(await self._call(lambda: r.incrbyfloat(self._key("c", key), x)))
+        except StateUnavailable as exc:
+            return await self._degraded(exc).add(key, x)
+
+    async def get(self, key: str) -> float:
+        r: Any = self._redis
+        try:
+            v = await self._call(lambda: r.get(self._key("c", key)))
+        except StateUnavailable as exc:
+            return await self._degraded(exc).get(key)
+        return 0.0 if v is None else float(v)
+
+    # --- the rest ---------------------------------------------------------------------------
+
+    def health(self) -> dict[str, object]:
+        return {
+            "backend": self.name,
+            "url": redact_url(self.url),
+            "reachable": not self._down_until,
+            "on_error": self.on_error,
+            "fallback_calls": self.fallback_calls,
+            "errors": self.errors,
+            "last_error": self.last_error,
+        }
+
+    async def close(self, *, release_slots: bool = True) -> None:
+        """Stop refreshing slots, give back those still held (unless ``release_slots`` is
+        false, which behaves like a crash: they expire within ``slot_ttl``), disconnect."""
+        self._closed = True
+        if self._refresher is not None:
+            self._refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresher
+            self._refresher = None
+        held = self._held_in_redis()
+        self._held.clear()
+        if release_slots and held:
+
+            async def give_back() -> None:
+                async with self._redis.pipeline(transaction=False) as p:
+                    for k, h in held:
+                        p.zrem(self._key("s", k), h)
+                    await p.execute()
+
+            with contextlib.suppress(StateUnavailable):
+                await self._call(give_back)
+        await self._redis.aclose()
+
+
+def create(cfg: StateConfig) -> RedisState:
+    return RedisState(cfg.redis_url, prefix=cfg.prefix, on_error=cfg.on_error, timeout=cfg.timeout)

@@ -1,0 +1,398 @@
+"""The ``redis`` state backend across "hosts" (several ``RedisState`` on one Redis), its
+slot leases, its failure modes (fail open / fail closed, backoff, recovery) and its one round
+trip per call. Needs a Redis on 127.0.0.1:6379 (skipped otherwise); every test uses its own
+key prefix and deletes its keys."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from fastgw.config.schema import StateConfig
+from fastgw.state import Limit, Take, open_state, take
+
+pytestmark = pytest.mark.integration
+
+URL = "redis://127.0.0.1:6379/0"
+
+
+def _redis_up() -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", 6379), 0.5).close()
+        return True
+    except OSError:
+        return False
+
+
+if not _redis_up():
+    pytest.skip("no Redis on 127.0.0.1:6379", allow_module_level=True)
+
+from redis.asyncio import Redis  # noqa: E402
+from redis.asyncio.connection import Connection  # noqa: E402
+
+from fastgw.state.redis import RedisState, StateUnavailable, redact_url  # noqa: E402
+
+Hosts = Callable[..., RedisState]
+
+
+@pytest.fixture
+async def prefix() -> AsyncIterator[str]:
+    p = f"fastgw-it-{uuid.uuid4().hex[:10]}:"
+    yield p
+    r = Redis.from_url(URL)
+    try:
+        keys = [k async for k in r.scan_iter(match=f"{p}*")]
+        if keys:
+            await r.delete(*keys)
+    finally:
+        await r.aclose()
+
+
+@pytest.fixture
+async def hosts(prefix: str) -> AsyncIterator[Hosts]:
+    """``hosts(**kw)``: a new RedisState on the shared Redis (one per simulated host)."""
+    made: list[RedisState] = []
+
+    def make(**kw: Any) -> RedisState:
+        kw.setdefault("prefix", prefix)
+        s = RedisState(kw.pop("url", URL), **kw)
+        made.append(s)
+        return s
+
+    yield make
+    for s in made:
+        await s.close()
+
+
+def healthy(*states: RedisState) -> None:
+    for s in states:
+        h = s.health()
+        assert h["errors"] == 0 and h["fallback_calls"] == 0, h
+
+
+# --- across hosts ------------------------------------------------------------------------------
+
+
+async def test_two_hosts_share_a_bucket_and_admit_exactly_its_capacity(hosts: Hosts) -> None:
+    a, b = hosts(), hosts()
+    lim = Limit(100, 0.0)
+    got = await asyncio.gather(*(take(s, "shared", 1, lim) for _ in range(250) for s in (a, b)))
+    assert sum(v.allowed for v in got) == 100
+    assert min(v.remaining for v in got if v.allowed) == 0
+    assert all(v.retry_after == float("inf") for v in got if not v.allowed)
+    healthy(a, b)
+
+
+async def test_take_many_is_all_or_nothing_across_hosts(hosts: Hosts) -> None:
+    a, b = hosts(), hosts()
+    small, big = Limit(1, 0.0), Limit(10, 0.0)
+    assert (await take(a, "small", 1, small)).allowed  # host a empties "small"
+    got = await b.take_many([Take("big", 4, big), Take("small", 1, small)])
+    assert [v.allowed for v in got] == [False, False]
+    assert got[1].retry_after == float("inf")
+    assert (await take(a, "big", 10, big)).allowed  # "big" was not touched by b's refusal
+    healthy(a, b)
+
+
+async def test_concurrent_take_many_never_takes_partly(hosts: Hosts) -> None:
+    a, b = hosts(), hosts()
+    scarce, plenty = Limit(30, 0.0), Limit(1000, 0.0)
+    batch = [Take("scarce", 1, scarce), Take("plenty", 1, plenty)]
+    got = await asyncio.gather(*(s.take_many(batch) for _ in range(100) for s in (a, b)))
+    admitted = [v for v in got if v[0].allowed]
+    assert len(admitted) == 30
+    assert all(v[0].allowed == v[1].allowed for v in got)
+    # exactly 30 taken from "plenty" too: 970 left
+    assert (await take(a, "plenty", 970, plenty)).allowed
+    assert not (await take(b, "plenty", 1, plenty)).allowed
+    healthy(a, b)
+
+
+async def test_the_same_key_twice_adds_up(hosts: Hosts) -> None:
+    a = hosts()
+    lim = Limit(5, 0.0)
+    got = await a.take_many([Take("k", 2, lim), Take("k", 2, lim)])
+    assert [v.allowed for v in got] == [True, True]
+    assert [v.remaining for v in got] == [1, 1]
+    refused = await a.take_many([Take("k", 1, lim), Take("k", 1, lim)])
+    assert not any(v.allowed for v in refused)
+    assert refused[0].remaining == 1 and refused[0].retry_after == float("inf")
+    assert (await take(a, "k", 1, lim)).allowed
+    healthy(a)
+
+
+async def test_idle_buckets_expire_once_full_again(hosts: Hosts, prefix: str) -> None:
+    a = hosts()
+    await take(a, "ttl", 5, Limit(10, 10.0))  # full again in 0.5 s
+    r = Redis.from_url(URL)
+    try:
+        ttl = await r.pttl(f"{prefix}b:ttl")
+        assert 1000 < ttl <= 1500 + 50  # refill time + 1 s
+        await a.settle("ttl", 100, Limit(10, 10.0))  # full: same as missing, deleted
+        assert await r.exists(f"{prefix}b:ttl") == 0
+    finally:
+        await r.aclose()
+
+
+async def test_counters_are_shared(hosts: Hosts) -> None:
+    a, b = hosts(), hosts()
+    await asyncio.gather(*(s.add("spend", 0.5) for _ in range(50) for s in (a, b)))
+    assert await a.get("spend") == pytest.approx(50.0)
+    assert await b.get("spend") == pytest.approx(50.0)
+    healthy(a, b)
+
+
+# --- concurrency slots -------------------------------------------------------------------------
+
+
+async def test_slots_are_shared_across_hosts(hosts: Hosts) -> None:
+    a, b, c = hosts(), hosts(), hosts()
+    got = await asyncio.gather(*(s.acquire("slots", 10) for _ in range(40) for s in (a, b)))
+    assert sum(got) == 10
+    await c.release("slots")  # c holds none: nothing to give back, no slot freed
+    assert not await c.acquire("slots", 10)
+    holder = a if a._held else b
+    await holder.release("slots")
+    assert await c.acquire("slots", 10)
+    assert not await holder.acquire("slots", 10)
+    healthy(a, b, c)
+
+
+async def test_a_crashed_hosts_slots_expire_within_the_ttl(hosts: Hosts) -> None:
+    ttl = 1.0
+    a, b = hosts(slot_ttl=ttl), hosts(slot_ttl=ttl)
+    assert await a.acquire("lease", 1)
+    await a.close(release_slots=False)  # dies holding the slot: no release, no refresh
+    t0 = time.monotonic()
+    assert not await b.acquire("lease", 1)
+    while not await b.acquire("lease", 1):
+        assert time.monotonic() - t0 < ttl + 0.5, "slot not freed within its TTL"
+        await asyncio.sleep(0.05)
+    assert time.monotonic() - t0 <= ttl + 0.3
+
+
+async def test_a_live_holder_keeps_its_slot_past_the_ttl(hosts: Hosts) -> None:
+    a, b = hosts(slot_ttl=0.6), hosts(slot_ttl=0.6)
+    assert await a.acquire("long", 1)
+    await asyncio.sleep(1.5)  # 2.5 leases: refreshed in the background meanwhile
+    assert not await b.acquire("long", 1)
+    await a.release("long")
+    assert await b.acquire("long", 1)
+    healthy(a, b)
+
+
+async def test_close_gives_back_held_slots(hosts: Hosts) -> None:
+    a, b = hosts(), hosts()
+    assert await a.acquire("closing", 2) and await a.acquire("closing", 2)
+    await a.close()
+    assert await b.acquire("closing", 2) and await b.acquire("closing", 2)
+
+
+# --- failure modes -----------------------------------------------------------------------------
+
+
+async def blackhole() -> tuple[asyncio.Server, int]:
+    """A server that accepts connections and never answers (a hung Redis)."""
+    writers: list[asyncio.StreamWriter] = []
+
+    async def hold(_r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        writers.append(w)
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+async def test_fail_open_on_a_closed_port_answers_from_the_fallback(hosts: Hosts) -> None:
+    s = hosts(url="redis://:s3cret@127.0.0.1:1/0", on_error="open", timeout=0.25)
+    lim = Limit(5, 0.0)
+    t0 = time.monotonic()
+    got = [await take(s, "fb", 1, lim) for _ in range(7)]
+    assert time.monotonic() - t0 < 0.25
+    assert [v.allowed for v in got] == [True] * 5 + [False] * 2  # enforced per worker
+    assert await s.acquire("fb", 1) and not await s.acquire("fb", 1)
+    await s.release("fb")
+    assert await s.acquire("fb", 1)
+    assert await s.add("fb", 2) == 2 and await s.get("fb") == 2
+    h = s.health()
+    assert h["reachable"] is False and h["on_error"] == "open"
+    assert h["errors"] == 1  # then skipped during the backoff
+    assert h["fallback_calls"] == 7 + 3 + 2  # a fallback slot's release is local anyway
+    assert "s3cret" not in str(h["url"])
+
+
+async def test_fail_open_on_a_hung_redis_waits_the_timeout_once(hosts: Hosts) -> None:
+    server, port = await blackhole()
+    try:
+        s = hosts(url=f"redis://127.0.0.1:{port}/0", on_error="open", timeout=0.2)
+        t0 = time.monotonic()
+        first = await take(s, "hung", 1, Limit(3, 0.0))
+        first_wait = time.monotonic() - t0
+        assert first.allowed and 0.15 < first_wait < 0.6
+        t1 = time.monotonic()
+        rest = [await take(s, "hung", 1, Limit(3, 0.0)) for _ in range(50)]
+        assert time.monotonic() - t1 < 0.1  # no per-call timeout during the backoff
+        assert sum(v.allowed for v in rest) == 2
+        assert s.health()["reachable"] is False
+    finally:
+        server.close()
+
+
+async def test_fail_closed_raises(hosts: Hosts) -> None:
+    s = hosts(url="redis://127.0.0.1:1/0", on_error="closed", timeout=0.25)
+    lim = Limit(5, 1.0)
+    calls: list[Callable[[], Awaitable[object]]] = [
+        lambda: take(s, "x", 1, lim),
+        lambda: s.settle("x", 1, lim),
+        lambda: s.acquire("x", 1),
+        lambda: s.add("x", 1),
+        lambda: s.get("x"),
+    ]
+    t0 = time.monotonic()
+    for call in calls:
+        with pytest.raises(StateUnavailable):
+            await call()
+    await s.release("x")  # never raises (nothing held here anyway)
+    assert time.monotonic() - t0 < 0.25
+    h = s.health()
+    assert h["reachable"] is False and h["fallback_calls"] == 0 and h["errors"] == 1
+
+
+class Proxy:
+    """A TCP relay to the real Redis that can be cut and restored (on the same port)."""
+
+    def __init__(self) -> None:
+        self.server: asyncio.Server | None = None
+        self.port = 0
+        self.writers: list[asyncio.StreamWriter] = []
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._relay, "127.0.0.1", self.port)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        for w in self.writers:
+            w.transport.abort()
+        self.writers.clear()
+        await self.server.wait_closed()
+
+    async def _relay(self, cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
+        sr, sw = await asyncio.open_connection("127.0.0.1", 6379)
+        self.writers += [cw, sw]
+
+        async def pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            try:
+                while data := await r.read(65536):
+                    w.write(data)
+                    await w.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                w.transport.abort()
+
+        await asyncio.gather(pipe(cr, sw), pipe(sr, cw))
+
+
+async def test_recovers_by_itself_after_the_backoff(hosts: Hosts) -> None:
+    proxy = Proxy()
+    await proxy.start()
+    try:
+        s = hosts(url=f"redis://127.0.0.1:{proxy.port}/0", timeout=0.25, backoff=0.3)
+        lim = Limit(1000, 0.0)
+        assert (await take(s, "rec", 10, lim)).remaining == 990
+        await proxy.stop()
+        down = await take(s, "rec", 10, lim)  # from the fallback: its own full bucket
+        assert down.allowed and down.remaining == 990
+        assert s.health()["reachable"] is False
+        await proxy.start()
+        await asyncio.sleep(0.35)
+        back = await take(s, "rec", 10, lim)  # Redis again: 980 there
+        assert back.remaining == 980
+        assert s.health()["reachable"] is True
+        assert s.errors >= 1
+    finally:
+        if proxy.server is not None:
+            proxy.server.close()
+
+
+def test_health_redacts_the_password() -> None:
+    assert redact_url("redis://user:pw@h:6379/0") == "redis://user:***@h:6379/0"
+    assert redact_url("redis://:pw@h/0") == "redis://:***@h/0"
+    assert redact_url("rediss://pw@h/0") == "rediss://***@h/0"
+    assert redact_url("redis://h/0?password=pw&db=1") == "redis://h/0?password=***&db=1"
+    assert redact_url("redis://h:6379/0") == "redis://h:6379/0"
+
+
+async def test_open_state_builds_it_from_the_config(prefix: str) -> None:
+    s = open_state(StateConfig(backend="redis", redis_url=URL, prefix=prefix, on_error="closed"))
+    try:
+        assert isinstance(s, RedisState) and s.on_error == "closed"
+        assert s.health()["backend"] == "redis"
+        assert (await take(s, "cfg", 1, Limit(1, 0.0))).allowed
+    finally:
+        await s.close()
+
+
+# --- one round trip per call -------------------------------------------------------------------
+
+
+async def test_one_round_trip_per_call(
+    hosts: Hosts, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s = hosts()
+    lim = Limit(1e6, 1.0)
+    three = [Take("r1", 1, lim), Take("r2", 1, lim), Take("r3", 1, lim)]
+
+    async def warm() -> None:  # connect, and send every script once (EVAL)
+        await s.take_many(three)
+        await s.settle("r1", 1, lim)
+        assert await s.acquire("r", 5)
+        await s.release("r")
+
+    await warm()
+    sent: list[str] = []
+    real = Connection.send_packed_command
+
+    async def counting(self: Connection, command: Any, check_health: bool = True) -> None:
+        first = command[0] if isinstance(command, list) else command
+        sent.append(bytes(first).split(b"\r\n")[2].decode())
+        await real(self, command, check_health)
+
+    r = Redis.from_url(URL)
+    before = await r.info("commandstats")
+    monkeypatch.setattr(Connection, "send_packed_command", counting)
+    try:
+        n = 20
+        for _ in range(n):
+            await s.take_many(three)  # one EVALSHA for three buckets
+            await s.take_many(three[:1])
+            await s.settle("r2", 1, lim)
+            assert await s.acquire("r", 5)
+            await s.release("r")
+            await s.add("ctr", 1)
+            await s.get("ctr")
+        sent_by_s = len(sent)
+        after = await r.info("commandstats")
+    finally:
+        monkeypatch.undo()
+        await r.aclose()
+    calls_per_round = 7
+    assert sent_by_s == n * calls_per_round, sent[:10]
+    assert sent.count("EVALSHA") == n * 4 and sent.count("EVAL") == 0
+
+    def delta(cmd: str) -> int:
+        a = after.get(f"cmdstat_{cmd}", {}).get("calls", 0)
+        b = before.get(f"cmdstat_{cmd}", {}).get("calls", 0)
+        return int(a) - int(b)
+
+    # what Redis saw (other clients of this Redis may add to it, never remove)
+    assert delta("evalsha") >= n * 4
+    assert delta("incrbyfloat") >= n
+    healthy(s)
