@@ -387,6 +387,7 @@ class Gateway:
         if self.client is not None:
             await self.client.close()
         if self.limiter.state is not None:
+            await self.limiter.flush()
             await self.limiter.state.close()
 
     # -- ASGI -----------------------------------------------------------------------------

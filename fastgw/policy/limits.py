@@ -10,6 +10,8 @@ the slots. Over a limit: 429 with ``Retry-After`` and the ``x-ratelimit-*`` head
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
 
 from ..api.errors import GatewayError
@@ -18,6 +20,9 @@ from ..state import Limit, State, StateUnavailable, Take, Verdict
 from .keys import Principal
 
 Headers = list[tuple[bytes, bytes]]
+
+#: Seconds between two sends of the queued token settlements.
+SETTLE_INTERVAL = 0.1
 
 
 class _Scope:
@@ -40,16 +45,18 @@ def _seconds(x: float) -> bytes:
 class Grant:
     """What a request holds until it ends: reserved tokens, concurrency slots."""
 
-    __slots__ = ("estimate", "headers", "slots", "state", "tokens", "used")
+    __slots__ = ("estimate", "headers", "limiter", "slots", "state", "tokens", "used")
 
     def __init__(
         self,
+        limiter: Limiter,
         state: State,
         slots: list[str],
         tokens: list[tuple[str, Limit]],
         estimate: int,
         headers: Headers,
     ) -> None:
+        self.limiter = limiter
         self.state = state
         self.slots = slots
         self.tokens = tokens
@@ -74,15 +81,14 @@ class Grant:
             self.tokens = []
 
     async def _finish(self) -> None:
-        state = self.state
         used = self.used
         if used is not None and used != self.estimate:
-            for key, limit in self.tokens:
-                await state.settle(key, float(self.estimate - used), limit)
-        for key in self.slots:
-            await state.release(key)
-        self.slots = []
+            for key, limit in self.tokens:  # batched: off the request's path
+                self.limiter.owe(key, float(self.estimate - used), limit)
         self.tokens = []
+        slots, self.slots = self.slots, []
+        for key in slots:
+            await self.state.release(key)
 
 
 class Limiter:
@@ -107,6 +113,36 @@ class Limiter:
         }
         self.active = bool(self.global_ or self.models or self.teams or self.keys)
         self.state: State | None = None
+        #: Token settlements not yet sent, summed per bucket (see ``owe``).
+        self._owed: dict[str, tuple[float, Limit]] = {}
+        self._flushing = False
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def owe(self, key: str, n: float, limit: Limit) -> None:
+        """Queue a settlement; settlements are summed per bucket and sent together every
+        ``SETTLE_INTERVAL`` (one backend call per bucket, not per request)."""
+        prev = self._owed.get(key)
+        self._owed[key] = (n + (prev[0] if prev else 0.0), limit)
+        if not self._flushing:
+            self._flushing = True
+            asyncio.get_running_loop().call_later(SETTLE_INTERVAL, self._flush_soon)
+
+    def _flush_soon(self) -> None:
+        task = asyncio.ensure_future(self.flush())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def flush(self) -> None:
+        """Send the queued settlements now."""
+        owed, self._owed = self._owed, {}
+        self._flushing = False
+        state = self.state
+        if state is None:
+            return
+        for key, (n, limit) in owed.items():
+            if n:
+                with contextlib.suppress(StateUnavailable):  # lost; the buckets refill anyway
+                    await state.settle(key, n, limit)
 
     def scopes(self, principal: Principal | None, model: str) -> list[_Scope]:
         out = []
@@ -183,7 +219,7 @@ class Limiter:
                 message = f"{s.label} is over its {int(per_min.capacity)} {kind}/minute limit."
             raise _too_many(message, "rate_limit_exceeded", v.retry_after, headers)
         tokens = [(t.key, t.limit) for t in takes if t.key.startswith("tpm:")]
-        return Grant(state, slots, tokens, estimate, headers)
+        return Grant(self, state, slots, tokens, estimate, headers)
 
 
 def _any(cfg: LimitsConfig) -> bool:

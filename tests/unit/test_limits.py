@@ -3,6 +3,8 @@ with real usage, all-or-nothing across scopes, slots released on every outcome."
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from fastgw.api.errors import GatewayError
@@ -51,16 +53,31 @@ async def test_tokens_are_reserved_then_settled_with_real_usage() -> None:
     assert dict(g.headers)[b"x-ratelimit-remaining-tokens"] == b"600"
     g.used_from((100, 50, 150, 0))  # used 150 of the 400 reserved
     await g.finish()
+    await limiter.flush()  # settlements are batched; send them now
     g2 = await limiter.admit(p, "m", 1)
     assert g2 is not None
     assert dict(g2.headers)[b"x-ratelimit-remaining-tokens"] == b"849"  # 1000 - 150 - 1
     g2.used_from((700, 300, 1000, 0))  # far above the estimate: the bucket goes into debt
     await g2.finish()
+    await limiter.flush()
     with pytest.raises(GatewayError) as e:
         await limiter.admit(p, "m", 1)
     assert e.value.status == 429
     clock.t += 60  # a minute refills 1000
     assert await limiter.admit(p, "m", 1) is not None
+
+
+async def test_settlements_are_summed_per_bucket_and_sent_later() -> None:
+    limiter, p, _, state = setup({"tpm": 1000})
+    grants = [await limiter.admit(p, "m", 100) for _ in range(3)]
+    for g in grants:
+        assert g is not None
+        g.used_from((10, 10, 20, 0))
+        await g.finish()
+    assert state.buckets["tpm:key:k"].tokens == pytest.approx(700)  # not yet settled
+    assert limiter._owed["tpm:key:k"][0] == pytest.approx(240)  # one sum for the bucket
+    await asyncio.sleep(0.15)  # the batch goes out by itself
+    assert state.buckets["tpm:key:k"].tokens == pytest.approx(940)
 
 
 async def test_unknown_usage_keeps_the_estimate() -> None:
