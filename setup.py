@@ -26,6 +26,14 @@ def _extensions() -> list[Extension]:
     exts = [
         Extension(f"fastgw._core.{name}_c", [f"fastgw/_core/{name}_c.pyx"]) for name in CORE_MODULES
     ]
+    # the shared-memory table of the `local` state backend (C spin locks in _shm_lock.h)
+    exts.append(
+        Extension(
+            "fastgw._core._shm_c",
+            ["fastgw/_core/_shm_c.pyx"],
+            depends=["fastgw/_core/_shm_lock.h"],
+        )
+    )
     return list(
         cythonize(
             exts,

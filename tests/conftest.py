@@ -51,6 +51,11 @@ def eventstream_impl(request: pytest.FixtureRequest) -> ModuleType:
     return _load_twin(request.param)
 
 
+@pytest.fixture(scope="session", params=_twin_params("_shm"))
+def shm_impl(request: pytest.FixtureRequest) -> ModuleType:
+    return _load_twin(request.param)
+
+
 # === end fastgw._core twins ===================================================================
 
 

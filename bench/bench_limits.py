@@ -1,0 +1,155 @@
+"""What governance costs: requests/s of one gateway worker with no key, with a virtual key
+and access rules, and with rpm + tpm limits on the ``local`` and the ``redis`` state backends.
+
+Every variant is the same gateway (one worker on core 0; the mock upstream and wrk on core 1)
+with another config; rounds are interleaved so a slow phase of the machine hits all alike.
+Limits are set far above the load, so every request is admitted and pays the full cost
+(authentication, the rules, one take from the buckets, the batched settlement).
+
+    python bench/bench_limits.py --rounds 3 --seconds 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+if __package__ in (None, ""):  # run as a script: make ``bench.ab_trees`` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.ab_trees import wait_port  # after the sys.path fix above
+from bench.run import free_port
+
+KEY = "sk-fastgw-bench-key-0123456789abcdef"
+LUA = """wrk.method = "POST"
+wrk.body = '{"model":"m","messages":[{"role":"user","content":"hi"}]}'
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer %s"
+"""
+
+
+def variants(mock_port: int, prefix: str) -> dict[str, dict[str, Any]]:
+    base: dict[str, Any] = {
+        "providers": {
+            "mock": {"kind": "openai", "base_url": f"http://127.0.0.1:{mock_port}/v1"},
+        },
+        "models": {"m": {"targets": [{"provider": "mock", "model": "x"}]}},
+    }
+    rules = {"models": ["m", "gpt-*"], "deny_models": ["o1*"], "max_tokens": 100000}
+    key = {"name": "bench", "key": KEY, **rules}
+    limits = {"rpm": 10**9, "tpm": 10**12}
+    return {
+        "no key": base,
+        "key + rules": {**base, "keys": [key]},
+        "+ rpm/tpm, local": {
+            **base,
+            "keys": [{**key, "limits": limits}],
+            "state": {"backend": "local", "path": f"/dev/shm/fastgw-bench-{prefix}.state"},
+        },
+        "+ rpm/tpm, redis": {
+            **base,
+            "keys": [{**key, "limits": limits}],
+            "state": {"backend": "redis", "prefix": f"fastgw-bench-{prefix}:"},
+        },
+    }
+
+
+def run_wrk(url: str, script: str, seconds: int) -> float:
+    cmd = ["taskset", "-c", "1", "wrk", "-t1", "-c64", f"-d{seconds}s", "-s", script, url]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if non2xx:
+        raise RuntimeError(f"{non2xx.group(1)} requests failed:\n{out}")
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    assert m is not None, out
+    return float(m.group(1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--only", help="comma-separated variant names")
+    parser.add_argument("--json", help="write the results here too")
+    args = parser.parse_args()
+    py = sys.executable
+    mock_port = free_port()
+    mock = subprocess.Popen(
+        ["taskset", "-c", "1", py, "-m", "fastgw.mock", "--port", str(mock_port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    prefix = uuid.uuid4().hex[:8]
+    configs = variants(mock_port, prefix)
+    if args.only:
+        configs = {k: v for k, v in configs.items() if k in args.only.split(",")}
+    results: dict[str, list[float]] = {name: [] for name in configs}
+    with tempfile.TemporaryDirectory() as tmp:
+        script = os.path.join(tmp, "chat.lua")
+        Path(script).write_text(LUA % KEY)
+        try:
+            wait_port(mock_port, 20)
+            for _ in range(args.rounds):
+                for name, cfg in configs.items():
+                    path = os.path.join(tmp, "gw.yaml")
+                    Path(path).write_text(yaml.safe_dump(cfg))
+                    port = free_port()
+                    env = {k: v for k, v in os.environ.items() if not k.startswith("FASTGW")}
+                    gw = subprocess.Popen(
+                        [
+                            "taskset",
+                            "-c",
+                            "0",
+                            py,
+                            "-m",
+                            "fastgw",
+                            "serve",
+                            "--config",
+                            path,
+                            "--port",
+                            str(port),
+                        ],
+                        env=env,
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                        start_new_session=True,
+                    )
+                    try:
+                        wait_port(port, 20)
+                        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+                        run_wrk(url, script, 1)  # warm-up
+                        results[name].append(run_wrk(url, script, args.seconds))
+                    finally:
+                        os.killpg(gw.pid, signal.SIGKILL)
+                        gw.wait()
+                    time.sleep(0.2)
+        finally:
+            os.killpg(mock.pid, signal.SIGKILL)
+            mock.wait()
+            Path(f"/dev/shm/fastgw-bench-{prefix}.state").unlink(missing_ok=True)
+    base = statistics.median(results[next(iter(results))])
+    rows = []
+    for name, rps in results.items():
+        med = statistics.median(rps)
+        rows.append({"variant": name, "rps_median": med, "rps": rps, "vs_first": med / base})
+        print(f"{name:20s} {med:9,.0f} req/s  ({med / base:5.1%} of the first)  {rps}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"command": sys.argv, "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

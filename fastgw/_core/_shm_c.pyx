@@ -1,0 +1,493 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""A fixed-size hash table in a shared, memory-mapped file: the compiled twin.
+
+Same public API, file layout, hash and lock protocol as ``_shm_py`` (the reference; see its
+docstring), so processes running either twin share one file. The file is created, checked
+and mapped by ``_shm_py.open_table_file``; the operations run in C on the mapping, with the
+spin locks of ``_shm_lock.h`` (atomic compare-and-swap on the entries' lock words).
+"""
+
+from cpython.bytes cimport PyBytes_AS_STRING
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from libc.stdint cimport uint32_t, uint64_t
+from libc.string cimport memcpy, memset
+
+import os
+from hashlib import blake2b
+
+from fastgw._core._shm_py import (
+    DEFAULT_ENTRIES,
+    ENTRY_SIZE,
+    HEADER_SIZE,
+    MAGIC,
+    VERSION,
+    LayoutError,
+    TableFull,
+    key_hash,
+    open_table_file,
+)
+
+__all__ = [
+    "DEFAULT_ENTRIES",
+    "ENTRY_SIZE",
+    "HEADER_SIZE",
+    "MAGIC",
+    "VERSION",
+    "LayoutError",
+    "ShmTable",
+    "TableFull",
+    "key_hash",
+    "open_table_file",
+]
+
+
+cdef extern from "_shm_lock.h":
+    ctypedef struct fgw_holder:
+        uint32_t pid
+        uint32_t count
+    ctypedef struct fgw_entry:
+        uint32_t lock
+        uint32_t kind
+        uint64_t h1
+        uint64_t h2
+        double value
+        double at
+        double cap
+        double rate
+        uint32_t overflow
+        uint32_t reserved
+        fgw_holder holders[8]
+    ctypedef struct fgw_header:
+        uint32_t global_lock
+        uint64_t used
+        uint32_t stats_lock
+    double fgw_monotonic() nogil
+    int fgw_alive(uint32_t pid) nogil
+    void fgw_lock(uint32_t* w, uint32_t me) nogil
+    void fgw_unlock(uint32_t* w) nogil
+
+
+cdef enum:
+    KIND_EMPTY = 0
+    KIND_BUCKET = 1
+    KIND_SLOTS = 2
+    KIND_COUNTER = 3
+    NHOLDERS = 8
+    SMALL = 16
+    HDR_SIZE = 128  # HEADER_SIZE
+
+cdef uint32_t _pid = <uint32_t>os.getpid()
+
+
+def _refresh_pid():
+    global _pid
+    _pid = <uint32_t>os.getpid()
+
+
+os.register_at_fork(after_in_child=_refresh_pid)
+
+cdef double INF = float("inf")
+cdef double REUSE_IDLE = 1.0  # _shm_py.REUSE_IDLE
+
+# key -> the 16-byte blake2b digest, per kind (same function as _shm_py.key_hash)
+cdef dict _cache = {}
+
+
+cdef inline bytes _digest(int kind, str key):
+    cdef tuple k = (kind, key)
+    d = _cache.get(k)
+    if d is None:
+        d = blake2b(bytes((kind,)) + key.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+        if len(_cache) >= 8192:
+            _cache.clear()
+        _cache[k] = d
+    return <bytes>d
+
+
+cdef inline uint32_t _reclaim(fgw_entry* e) noexcept nogil:
+    """Drop the holders of ``e`` whose process is gone; how many slots are still held."""
+    cdef uint32_t held = e.overflow
+    cdef int i
+    for i in range(NHOLDERS):
+        if e.holders[i].count and e.holders[i].pid != _pid and not fgw_alive(e.holders[i].pid):
+            e.holders[i].pid = 0
+            e.holders[i].count = 0
+        held += e.holders[i].count
+    return held
+
+
+cdef inline uint32_t _held(fgw_entry* e) noexcept nogil:
+    cdef uint32_t held = e.overflow
+    cdef int i
+    for i in range(NHOLDERS):
+        held += e.holders[i].count
+    return held
+
+
+cdef inline bint _reusable(fgw_entry* e, double now) noexcept nogil:
+    cdef double tokens
+    if e.kind == KIND_BUCKET:
+        tokens = e.value
+        if now > e.at and e.rate > 0:
+            tokens += (now - e.at) * e.rate
+        return tokens >= e.cap and now - e.at >= REUSE_IDLE
+    if e.kind == KIND_SLOTS:
+        return _reclaim(e) == 0
+    if e.kind == KIND_COUNTER:
+        return e.value == 0.0
+    return e.kind == KIND_EMPTY
+
+
+cdef inline void _claim(
+    fgw_entry* e, uint32_t kind, uint64_t h1, uint64_t h2, double v, double cap, double rate,
+    double now,
+) noexcept nogil:
+    memset(<char*>e + 4, 0, sizeof(fgw_entry) - 4)
+    e.h1 = h1
+    e.h2 = h2
+    e.value = v
+    e.at = now if kind == KIND_BUCKET else 0.0  # slots and counters keep no time
+    e.cap = cap
+    e.rate = rate
+    e.kind = kind
+
+
+cdef inline tuple _verdict(double tokens, double n, double cap, double rate, bint allowed):
+    cdef double missing = 0.0 if allowed else n - tokens
+    cdef double retry = 0.0
+    cdef double full = 0.0
+    if missing > 0:
+        retry = missing / rate if rate > 0 else INF
+    if rate > 0:
+        full = (cap - tokens) / rate
+    return (allowed, tokens, retry, full if full > 0.0 else 0.0)
+
+
+cdef class ShmTable:
+    """Token buckets, concurrency slots and counters in the shared file ``path`` (see
+    ``_shm_py``); every method is atomic across processes."""
+
+    cdef object _mm
+    cdef unsigned char[::1] _view
+    cdef fgw_header* _hdr
+    cdef fgw_entry* _ents
+    cdef uint64_t _n
+    cdef readonly str path
+    cdef readonly Py_ssize_t entries
+
+    def __init__(self, str path, Py_ssize_t entries=DEFAULT_ENTRIES, *, bint recreate=False):
+        self.path = path
+        self.entries = entries
+        self._mm = open_table_file(path, entries, recreate=recreate)
+        self._view = self._mm
+        cdef unsigned char* base = &self._view[0]
+        self._hdr = <fgw_header*>base
+        self._ents = <fgw_entry*>(base + HDR_SIZE)
+        self._n = <uint64_t>entries
+
+    cdef inline void _check_open(self) except *:
+        if self._ents == NULL:
+            raise ValueError("the table is closed")
+
+    cdef Py_ssize_t _find(
+        self, int kind, str key, bint create, double now, double v, double cap, double rate
+    ) except -2:
+        """The index of the entry of ``key``, locked; -1 when missing and not ``create``."""
+        cdef bytes d = _digest(kind, key)
+        cdef uint64_t h1, h2, home, s, step, n = self._n
+        cdef fgw_entry* e
+        memcpy(&h1, PyBytes_AS_STRING(d), 8)
+        memcpy(&h2, PyBytes_AS_STRING(d) + 8, 8)
+        home = h1 % n
+        for step in range(n):
+            s = home + step
+            if s >= n:
+                s -= n
+            e = &self._ents[s]
+            fgw_lock(&e.lock, _pid)
+            if e.kind == <uint32_t>kind and e.h1 == h1 and e.h2 == h2:
+                return <Py_ssize_t>s
+            if e.kind == KIND_EMPTY:
+                if not create:
+                    fgw_unlock(&e.lock)
+                    return -1
+                _claim(e, kind, h1, h2, v, cap, rate, now)
+                fgw_lock(&self._hdr.stats_lock, _pid)
+                self._hdr.used += 1
+                fgw_unlock(&self._hdr.stats_lock)
+                return <Py_ssize_t>s
+            fgw_unlock(&e.lock)
+        if not create:
+            return -1
+        # full: reuse an entry equivalent to a missing one, under the global lock
+        fgw_lock(&self._hdr.global_lock, _pid)
+        for step in range(n):  # inserted by another reuse meanwhile?
+            s = (home + step) % n
+            e = &self._ents[s]
+            fgw_lock(&e.lock, _pid)
+            if e.kind == <uint32_t>kind and e.h1 == h1 and e.h2 == h2:
+                fgw_unlock(&self._hdr.global_lock)
+                return <Py_ssize_t>s
+            fgw_unlock(&e.lock)
+        for step in range(n):
+            s = (home + step) % n
+            e = &self._ents[s]
+            fgw_lock(&e.lock, _pid)
+            if _reusable(e, now):
+                _claim(e, kind, h1, h2, v, cap, rate, now)
+                fgw_unlock(&self._hdr.global_lock)
+                return <Py_ssize_t>s
+            fgw_unlock(&e.lock)
+        fgw_unlock(&self._hdr.global_lock)
+        raise TableFull(
+            f"shared state table {self.path} is full ({n} entries hold live state): "
+            "raise state.entries"
+        )
+
+    cdef inline bint _is(self, Py_ssize_t s, int kind, str key):
+        cdef bytes d = _digest(kind, key)
+        cdef uint64_t h1, h2
+        memcpy(&h1, PyBytes_AS_STRING(d), 8)
+        memcpy(&h2, PyBytes_AS_STRING(d) + 8, 8)
+        cdef fgw_entry* e = &self._ents[s]
+        return e.kind == <uint32_t>kind and e.h1 == h1 and e.h2 == h2
+
+    # token buckets
+
+    def take_many(self, list takes, double now):
+        """Take ``n`` tokens from every bucket ``(key, n, capacity, rate)`` or from none;
+        per bucket ``(allowed, remaining, retry_after, reset)``."""
+        self._check_open()
+        cdef Py_ssize_t k = len(takes)
+        if k == 0:
+            return []
+        cdef Py_ssize_t small_slots[SMALL]
+        cdef Py_ssize_t small_order[SMALL]
+        cdef double small_d[4 * SMALL]
+        cdef Py_ssize_t* slots = small_slots
+        cdef Py_ssize_t* order = small_order
+        cdef double* d = small_d
+        cdef Py_ssize_t i, j, m, locked, s
+        cdef bint same
+        if k > SMALL:
+            slots = <Py_ssize_t*>PyMem_Malloc(2 * k * sizeof(Py_ssize_t))
+            d = <double*>PyMem_Malloc(4 * k * sizeof(double))
+            if slots == NULL or d == NULL:
+                PyMem_Free(slots)
+                PyMem_Free(d)
+                raise MemoryError()
+            order = slots + k
+        try:
+            # n, capacity, rate of every take (unpacked once)
+            for i in range(k):
+                key, n, cap, rate = <tuple>takes[i]
+                d[4 * i] = n
+                d[4 * i + 1] = cap
+                d[4 * i + 2] = rate
+            if k == 1:
+                key = (<tuple>takes[0])[0]
+                slots[0] = self._find(KIND_BUCKET, key, True, now, d[1], d[1], d[2])
+                try:
+                    return self._decide(k, slots, d, now)
+                finally:
+                    fgw_unlock(&self._ents[slots[0]].lock)
+            while True:
+                for i in range(k):
+                    key = (<tuple>takes[i])[0]
+                    slots[i] = self._find(
+                        KIND_BUCKET, key, True, now, d[4 * i + 1], d[4 * i + 1], d[4 * i + 2]
+                    )
+                    fgw_unlock(&self._ents[slots[i]].lock)
+                # distinct entries in increasing order (insertion sort: k is small)
+                m = 0
+                for i in range(k):
+                    s = slots[i]
+                    j = m
+                    same = False
+                    while j > 0 and order[j - 1] >= s:
+                        if order[j - 1] == s:
+                            same = True
+                            break
+                        j -= 1
+                    if same:
+                        continue
+                    if j < m:
+                        memcpy(&order[j + 1], &order[j], (m - j) * sizeof(Py_ssize_t))
+                    order[j] = s
+                    m += 1
+                for i in range(m):
+                    fgw_lock(&self._ents[order[i]].lock, _pid)
+                locked = m
+                try:
+                    for i in range(k):
+                        if not self._is(slots[i], KIND_BUCKET, (<tuple>takes[i])[0]):
+                            break
+                    else:
+                        return self._decide(k, slots, d, now)
+                finally:
+                    for i in range(locked - 1, -1, -1):
+                        fgw_unlock(&self._ents[order[i]].lock)
+                # an entry was reused for another key between finding and locking: again
+        finally:
+            if slots != small_slots:
+                PyMem_Free(slots)
+                PyMem_Free(d)
+
+    cdef list _decide(self, Py_ssize_t k, Py_ssize_t* slots, double* d, double now):
+        """Decide with the entries ``slots`` locked; ``d[4i + 3]`` gets the need of take i's
+        bucket (the takes of one key add up)."""
+        cdef Py_ssize_t i, j, first
+        cdef fgw_entry* e
+        cdef double x, need
+        cdef bint ok = True
+        # refill each distinct entry once, with the limit of its first take (in d[4i+3]:
+        # the index of the first take of the same entry)
+        for i in range(k):
+            first = i
+            for j in range(i):
+                if slots[j] == slots[i]:
+                    first = j
+                    break
+            if first == i:
+                e = &self._ents[slots[i]]
+                if now > e.at:
+                    x = e.value + (now - e.at) * d[4 * i + 2]
+                    e.value = x if x < d[4 * i + 1] else d[4 * i + 1]
+                    e.at = now
+        for i in range(k):
+            need = 0.0
+            for j in range(k):
+                if slots[j] == slots[i]:
+                    need = need + d[4 * j]
+            d[4 * i + 3] = need
+            if not (self._ents[slots[i]].value >= need):
+                ok = False
+        for i in range(k):
+            e = &self._ents[slots[i]]
+            if ok:
+                e.value = e.value - d[4 * i]
+            e.cap = d[4 * i + 1]
+            e.rate = d[4 * i + 2]
+        cdef list out = []
+        for i in range(k):
+            out.append(
+                _verdict(
+                    self._ents[slots[i]].value,
+                    d[4 * i] if ok else d[4 * i + 3],
+                    d[4 * i + 1],
+                    d[4 * i + 2],
+                    ok,
+                )
+            )
+        return out
+
+    def settle(self, str key, double n, double capacity, double rate, double now):
+        """Add ``n`` tokens (negative: take them) without any check, never above capacity."""
+        self._check_open()
+        cdef Py_ssize_t s = self._find(KIND_BUCKET, key, True, now, capacity, capacity, rate)
+        cdef fgw_entry* e = &self._ents[s]
+        cdef double x
+        if now > e.at:
+            x = e.value + (now - e.at) * rate
+            e.value = x if x < capacity else capacity
+            e.at = now
+        x = e.value + n
+        e.value = x if x < capacity else capacity
+        e.cap = capacity
+        e.rate = rate
+        fgw_unlock(&e.lock)
+
+    # concurrency slots
+
+    def acquire(self, str key, long long limit):
+        """Take one of ``limit`` slots of ``key`` for this process; False when all are held
+        (by live processes)."""
+        self._check_open()
+        cdef Py_ssize_t s = self._find(KIND_SLOTS, key, True, fgw_monotonic(), 0.0, 0.0, 0.0)
+        cdef fgw_entry* e = &self._ents[s]
+        cdef int i, free = -1
+        if <long long>_held(e) >= limit and <long long>_reclaim(e) >= limit:
+            fgw_unlock(&e.lock)
+            return False
+        for i in range(NHOLDERS):
+            if e.holders[i].pid == _pid and e.holders[i].count:
+                e.holders[i].count += 1
+                break
+            if free < 0 and not e.holders[i].count:
+                free = i
+        else:
+            if free >= 0:
+                e.holders[free].pid = _pid
+                e.holders[free].count = 1
+            else:
+                e.overflow += 1
+        fgw_unlock(&e.lock)
+        return True
+
+    def release(self, str key):
+        """Give back a slot of ``key`` held by this process (else one of the unrecorded
+        holders; never below zero)."""
+        self._check_open()
+        cdef Py_ssize_t s = self._find(KIND_SLOTS, key, False, 0.0, 0.0, 0.0, 0.0)
+        if s < 0:
+            return
+        cdef fgw_entry* e = &self._ents[s]
+        cdef int i
+        for i in range(NHOLDERS):
+            if e.holders[i].pid == _pid and e.holders[i].count:
+                e.holders[i].count -= 1
+                if not e.holders[i].count:
+                    e.holders[i].pid = 0
+                break
+        else:
+            if e.overflow:
+                e.overflow -= 1
+        fgw_unlock(&e.lock)
+
+    def held(self, str key):
+        """How many slots of ``key`` are held (by any process, dead ones included)."""
+        self._check_open()
+        cdef Py_ssize_t s = self._find(KIND_SLOTS, key, False, 0.0, 0.0, 0.0, 0.0)
+        if s < 0:
+            return 0
+        cdef uint32_t h = _held(&self._ents[s])
+        fgw_unlock(&self._ents[s].lock)
+        return h
+
+    # counters
+
+    def add(self, str key, double x):
+        """Add ``x`` to the counter ``key``; its new value."""
+        self._check_open()
+        cdef Py_ssize_t s = self._find(KIND_COUNTER, key, True, fgw_monotonic(), 0.0, 0.0, 0.0)
+        cdef fgw_entry* e = &self._ents[s]
+        cdef double v = e.value + x
+        e.value = v
+        fgw_unlock(&e.lock)
+        return v
+
+    def get(self, str key):
+        """The counter's value (0 when never added to)."""
+        self._check_open()
+        cdef Py_ssize_t s = self._find(KIND_COUNTER, key, False, 0.0, 0.0, 0.0, 0.0)
+        if s < 0:
+            return 0.0
+        cdef double v = self._ents[s].value
+        fgw_unlock(&self._ents[s].lock)
+        return v
+
+    # the table
+
+    def used(self):
+        """Entries ever claimed (reused ones count once)."""
+        self._check_open()
+        return self._hdr.used
+
+    def close(self):
+        """Unmap the file (which stays for the other processes)."""
+        if self._mm is not None:
+            self._ents = NULL
+            self._hdr = NULL
+            self._view = None
+            self._mm.close()
+            self._mm = None

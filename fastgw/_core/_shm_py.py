@@ -1,0 +1,681 @@
+"""A fixed-size hash table in a shared, memory-mapped file: the pure-Python reference twin.
+
+``_shm_c.pyx`` is the compiled twin with the same public API and behaviour; callers import
+``fastgw._core.shm``, which picks one of the two. Both twins work on the same file at the
+same time (same layout, same hash, same lock protocol), so processes running different twins
+agree. The ``local`` state backend (``fastgw/state/local.py``) keeps token buckets,
+concurrency slots and counters here, shared by the worker processes of one host.
+
+File layout (little-endian, native alignment; ``HEADER_SIZE + entries * ENTRY_SIZE`` bytes)::
+
+    header, 128 bytes
+      0  8s  magic        b"FGWSHM\\x00\\x01"
+      8  u32 version      1
+     12  u32 ready        0 while the creator initialises it, then 1
+     16  u64 entries      number of entries (StateConfig.entries)
+     24  u32 entry_size   128
+     28  u32 global_lock  taken to reuse an entry of a full table
+     32  u64 used         entries ever claimed (an entry once used stays used)
+     40  u32 stats_lock   guards ``used`` (a leaf lock: nothing is taken while holding it)
+     44  ...              zero
+    entry i at 128 + 128 * i
+      0  u32 lock         0 free, else the pid of the process holding it (1: unknown)
+      4  u32 kind         0 empty, 1 token bucket, 2 concurrency slots, 3 counter
+      8  u64 h1           the key's 128-bit hash (blake2b of kind byte + UTF-8 key)
+     16  u64 h2
+     24  f64 value        bucket: tokens; counter: the value; slots: unused
+     32  f64 at           bucket: when ``value`` was last refilled (the caller's clock)
+     40  f64 capacity     bucket: the last limit used (decides when the entry may be reused)
+     48  f64 rate
+     56  u32 overflow     slots: held by processes beyond the 8 recorded below
+     60  u32 reserved
+     64  8 x (u32 pid, u32 count)   slots: who holds how many
+
+Lookup is open addressing with linear probing from ``h1 % entries``; an entry is identified
+by kind and both hash words (a collision of 128 bits is practically impossible). Entries are
+never emptied, so a probe may stop at the first empty entry.
+
+Atomicity: every operation runs with the lock words of the entries it touches held. A lock
+word is taken with an atomic compare-and-swap 0 → pid and given back with an atomic store
+of 0; this twin calls libatomic's ``__atomic_compare_exchange_4`` through ``ctypes`` (or,
+without libatomic, glibc's ``pthread_spin_trylock``, which swaps 0 → 1), the compiled twin
+uses the compiler builtins. A probe holds one entry lock at a time; ``take_many`` first
+finds (or creates) the entries of its keys, then locks them in increasing entry order (no
+deadlock), checks that they still hold their keys, and decides. A waiter that has spun for
+``STEAL_AFTER`` seconds on a lock whose holder's pid no longer exists takes it over.
+
+A full table: a new key reuses an entry that is equivalent to a missing one — a bucket that
+has refilled to capacity, slots nobody holds (after reclaiming dead holders), a counter at
+zero — under the global lock (a bucket only once ``REUSE_IDLE`` seconds passed since its last
+refill). When none is, ``TableFull`` is raised: size ``entries`` for
+the number of distinct keys alive at once (buckets, slots and counters together).
+
+Concurrency slots are recorded per process (pid, count): when an ``acquire`` finds all
+slots held, the holders whose process no longer exists (``kill(pid, 0)`` fails with ESRCH)
+are dropped and the acquire is retried. Limits: only 8 distinct processes per key are
+recorded (more go to ``overflow``, which is never reclaimed); a pid reused by a new process
+before the reclaim keeps the dead holder's slots; the processes must share a pid namespace.
+A ``release`` gives back a slot of the calling process (else one of ``overflow``; else
+nothing).
+
+Assumes a little-endian host where ``time.monotonic()`` is the same clock in every process
+(Linux: CLOCK_MONOTONIC).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import fcntl
+import mmap
+import os
+import struct
+import time
+from hashlib import blake2b
+
+__all__ = [
+    "DEFAULT_ENTRIES",
+    "ENTRY_SIZE",
+    "HEADER_SIZE",
+    "MAGIC",
+    "VERSION",
+    "LayoutError",
+    "ShmTable",
+    "TableFull",
+    "key_hash",
+    "open_table_file",
+]
+
+MAGIC = b"FGWSHM\x00\x01"
+VERSION = 1
+HEADER_SIZE = 128
+ENTRY_SIZE = 128
+HOLDERS = 8
+DEFAULT_ENTRIES = 65536
+#: Seconds spent waiting on an entry lock before checking whether its holder died.
+STEAL_AFTER = 0.2
+#: Seconds a full bucket must have been left alone before its entry may be reused (so a
+#: ``take_many`` never loses the entry it just created to its own next key).
+REUSE_IDLE = 1.0
+#: Seconds an opener waits for the creator to finish initialising the file.
+READY_TIMEOUT = 5.0
+
+KIND_EMPTY = 0
+KIND_BUCKET = 1
+KIND_SLOTS = 2
+KIND_COUNTER = 3
+
+# header: magic, version, ready, entries, entry_size, global_lock, used, stats_lock
+_HEADER = struct.Struct("<8sIIQIIQI")
+_H_READY = 12
+_H_GLOBAL_LOCK = 28
+_H_USED = 32
+_H_STATS_LOCK = 40
+# entry: lock, kind, h1, h2, value, at, capacity, rate, overflow, reserved, 8 x (pid, count)
+_ENTRY = struct.Struct("<IIQQddddII16I")
+_CLAIM = struct.Struct("<IQQddddII16I")  # the entry after its lock word
+_NO_HOLDERS = (0,) * 16
+_IDENT = struct.Struct("<IQQ")  # kind, h1, h2 at offset 4
+_VALUE_AT = struct.Struct("<dd")  # value, at at offset 24
+_BUCKET = struct.Struct("<dddd")  # value, at, capacity, rate at offset 24
+_VALUE = struct.Struct("<d")
+_HOLDERS_W = struct.Struct("<II16I")
+_U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+_E_VALUE = 24
+_E_OVERFLOW = 56
+assert _HEADER.size <= HEADER_SIZE and _ENTRY.size == ENTRY_SIZE
+
+
+class LayoutError(ValueError):
+    """The file is not a table of this layout and size (or was never initialised)."""
+
+
+class TableFull(RuntimeError):
+    """Every entry holds live state: raise ``state.entries`` in the configuration."""
+
+
+# --- hashing -------------------------------------------------------------------------------
+
+_hash_cache: dict[tuple[int, str], tuple[int, int]] = {}
+
+
+def key_hash(kind: int, key: str) -> tuple[int, int]:
+    """The two 64-bit words identifying ``key`` of ``kind``: blake2b-128 of the kind byte and
+    the UTF-8 key, read as two little-endian u64 (``h1`` picks the home entry)."""
+    h = _hash_cache.get((kind, key))
+    if h is None:
+        d = blake2b(bytes((kind,)) + key.encode("utf-8", "surrogatepass"), digest_size=16)
+        h = struct.unpack("<QQ", d.digest())
+        if len(_hash_cache) >= 8192:
+            _hash_cache.clear()
+        _hash_cache[(kind, key)] = h
+    return h
+
+
+# --- the file --------------------------------------------------------------------------------
+
+
+def _check(fd: int, entries: int, size: int) -> str | None:
+    """What is wrong with the open file ``fd`` (None: a ready table of ``entries``)."""
+    deadline = time.monotonic() + READY_TIMEOUT
+    while True:
+        raw = os.pread(fd, HEADER_SIZE, 0)
+        if len(raw) == HEADER_SIZE and raw[:8] == MAGIC and raw[_H_READY] == 1:
+            break
+        if len(raw) == HEADER_SIZE and raw[:8] not in (MAGIC, bytes(8)):
+            return "not a fastgw state table (bad magic)"
+        if time.monotonic() > deadline:
+            return "never initialised (its creator died?)"
+        time.sleep(0.002)
+    _magic, version, _ready, n, esize, *_ = _HEADER.unpack_from(raw)
+    if version != VERSION or esize != ENTRY_SIZE:
+        return f"layout version {version}/{esize}, expected {VERSION}/{ENTRY_SIZE}"
+    if n != entries:
+        return f"made for {n} entries, not {entries}"
+    if os.fstat(fd).st_size != size:
+        return f"size {os.fstat(fd).st_size}, expected {size}"
+    return None
+
+
+def open_table_file(path: str, entries: int, *, recreate: bool = False) -> mmap.mmap:
+    """Map the table at ``path``, creating it when missing (the first process creates it with
+    O_EXCL and initialises it; the others wait for its ``ready`` flag). A file of another
+    layout or size raises ``LayoutError``, or with ``recreate`` is removed and made anew
+    (the processes doing so serialise on an exclusive ``flock`` of the old file)."""
+    if entries < 1:
+        raise ValueError("entries must be at least 1")
+    size = HEADER_SIZE + entries * ENTRY_SIZE
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            try:
+                os.ftruncate(fd, size)
+                mm = mmap.mmap(fd, size)
+                _HEADER.pack_into(mm, 0, MAGIC, VERSION, 0, entries, ENTRY_SIZE, 0, 0, 0)
+                _U32.pack_into(mm, _H_READY, 1)
+                return mm
+            except BaseException:
+                os.unlink(path)
+                raise
+            finally:
+                os.close(fd)
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except FileNotFoundError:
+            continue  # removed meanwhile: create it
+        try:
+            problem = _check(fd, entries, size)
+            if problem is None:
+                return mmap.mmap(fd, size)
+            if not recreate:
+                raise LayoutError(f"{path}: {problem}; remove the file or use another path")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                same = os.stat(path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                os.unlink(path)
+        finally:
+            os.close(fd)  # also drops the flock
+
+
+# --- locks -------------------------------------------------------------------------------------
+
+_pid = os.getpid()
+
+
+def _refresh_pid() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_refresh_pid)
+
+_SEQ_CST = 5
+_cas_fn: ctypes._NamedFuncPointer | None = None
+_store_fn: ctypes._NamedFuncPointer | None = None
+_spin_trylock: ctypes._NamedFuncPointer | None = None
+_spin_unlock: ctypes._NamedFuncPointer | None = None
+
+
+def _load_atomics() -> None:
+    global _cas_fn, _store_fn, _spin_trylock, _spin_unlock
+    try:
+        lib = ctypes.CDLL(ctypes.util.find_library("atomic") or "libatomic.so.1")
+        cas = lib.__atomic_compare_exchange_4
+        store = lib.__atomic_store_4
+    except (OSError, AttributeError):
+        libc = ctypes.CDLL(None)
+        try:
+            _spin_trylock = libc.pthread_spin_trylock
+            _spin_unlock = libc.pthread_spin_unlock
+        except AttributeError as exc:
+            raise RuntimeError(
+                "the pure-Python shared-memory table needs libatomic or pthread spin locks"
+            ) from exc
+        _spin_trylock.argtypes = _spin_unlock.argtypes = [ctypes.c_void_p]
+        _spin_trylock.restype = _spin_unlock.restype = ctypes.c_int
+        return
+    cas.argtypes = [
+        ctypes.c_void_p,
+        ctypes.POINTER(ctypes.c_uint32),
+        ctypes.c_uint32,
+        ctypes.c_int,
+        ctypes.c_int,
+    ]
+    cas.restype = ctypes.c_bool
+    store.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int]
+    store.restype = None
+    _cas_fn, _store_fn = cas, store
+
+
+def _try(addr: int, old: int, new: int) -> bool:
+    if _cas_fn is not None:
+        expected = ctypes.c_uint32(old)  # per call: a failed CAS writes into it
+        return bool(_cas_fn(addr, ctypes.byref(expected), new, _SEQ_CST, _SEQ_CST))
+    assert _spin_trylock is not None
+    return old == 0 and _spin_trylock(addr) == 0  # swaps 0 -> 1 (holder unknown)
+
+
+def _unlock(addr: int) -> None:
+    if _store_fn is not None:
+        _store_fn(addr, 0, _SEQ_CST)
+    else:
+        assert _spin_unlock is not None
+        _spin_unlock(addr)
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists (pid 0 or 1: assume so)."""
+    if pid <= 1:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# --- the table ---------------------------------------------------------------------------------
+
+
+def _verdict(
+    tokens: float, n: float, cap: float, rate: float, allowed: bool
+) -> tuple[bool, float, float, float]:
+    missing = 0.0 if allowed else n - tokens
+    retry = (missing / rate if rate > 0 else float("inf")) if missing > 0 else 0.0
+    full = (cap - tokens) / rate if rate > 0 else 0.0
+    return (allowed, tokens, retry, full if full > 0.0 else 0.0)
+
+
+def _refill(tokens: float, at: float, cap: float, rate: float, now: float) -> tuple[float, float]:
+    if now > at:
+        x = tokens + (now - at) * rate
+        return (x if x < cap else cap), now
+    return tokens, at
+
+
+class ShmTable:
+    """Token buckets, concurrency slots and counters in the shared file ``path`` (see the
+    module docstring); every method is atomic across processes. ``now`` is the caller's
+    clock, the same in every process (``time.monotonic()``)."""
+
+    def __init__(self, path: str, entries: int = DEFAULT_ENTRIES, *, recreate: bool = False):
+        if _cas_fn is None and _spin_trylock is None:
+            _load_atomics()
+        self.path = path
+        self.entries = entries
+        self._mm: mmap.mmap | None = open_table_file(path, entries, recreate=recreate)
+        self._anchor: ctypes.c_char | None = ctypes.c_char.from_buffer(self._mm)
+        self._base = ctypes.addressof(self._anchor)
+
+    # locks
+
+    def _lock_at(self, off: int) -> None:
+        addr = self._base + off
+        me = _pid
+        if _try(addr, 0, me):
+            return
+        mm = self._mm
+        assert mm is not None
+        spins = 0
+        since = 0.0
+        while True:
+            cur = _U32.unpack_from(mm, off)[0]
+            if cur == 0:
+                if _try(addr, 0, me):
+                    return
+                continue
+            spins += 1
+            os.sched_yield()
+            if spins & 255 == 0:
+                t = time.monotonic()
+                if not since:
+                    since = t
+                elif (
+                    t - since > STEAL_AFTER
+                    and cur != me
+                    and _cas_fn is not None
+                    and not _alive(cur)
+                    and _try(addr, cur, me)
+                ):
+                    return
+
+    def _lock(self, s: int) -> None:
+        self._lock_at(HEADER_SIZE + s * ENTRY_SIZE)
+
+    def _unlock(self, s: int) -> None:
+        _unlock(self._base + HEADER_SIZE + s * ENTRY_SIZE)
+
+    # lookup
+
+    def _reusable(self, off: int, now: float) -> bool:
+        mm = self._mm
+        assert mm is not None
+        kind: int = _U32.unpack_from(mm, off + 4)[0]
+        if kind == KIND_BUCKET:
+            tokens, at, cap, rate = _BUCKET.unpack_from(mm, off + _E_VALUE)
+            if now > at and rate > 0:
+                tokens += (now - at) * rate
+            return bool(tokens >= cap and now - at >= REUSE_IDLE)
+        if kind == KIND_SLOTS:
+            return self._reclaim(off) == 0
+        if kind == KIND_COUNTER:
+            return bool(_VALUE.unpack_from(mm, off + _E_VALUE)[0] == 0.0)
+        return kind == KIND_EMPTY
+
+    def _claim(
+        self, off: int, kind: int, h1: int, h2: int, v: float, cap: float, rate: float, now: float
+    ) -> None:
+        """Make the (locked) entry at ``off`` the one of key ``(h1, h2)`` of ``kind``."""
+        mm = self._mm
+        assert mm is not None
+        at = now if kind == KIND_BUCKET else 0.0  # slots and counters keep no time
+        _CLAIM.pack_into(mm, off + 4, kind, h1, h2, v, at, cap, rate, 0, 0, *_NO_HOLDERS)
+
+    def _find(
+        self,
+        kind: int,
+        key: str,
+        create: bool,
+        now: float,
+        v: float = 0.0,
+        cap: float = 0.0,
+        rate: float = 0.0,
+    ) -> int:
+        """The entry of ``key`` of ``kind``, locked; -1 when missing and not ``create``
+        (a created entry starts with value ``v``, refilled at ``now``)."""
+        mm = self._mm
+        assert mm is not None
+        h1, h2 = key_hash(kind, key)
+        n = self.entries
+        home = h1 % n
+        for step in range(n):
+            s = home + step
+            if s >= n:
+                s -= n
+            off = HEADER_SIZE + s * ENTRY_SIZE
+            self._lock_at(off)
+            k, e1, e2 = _IDENT.unpack_from(mm, off + 4)
+            if k == kind and e1 == h1 and e2 == h2:
+                return s
+            if k == KIND_EMPTY:
+                if not create:
+                    self._unlock(s)
+                    return -1
+                self._claim(off, kind, h1, h2, v, cap, rate, now)
+                self._lock_at(_H_STATS_LOCK)
+                _U64.pack_into(mm, _H_USED, _U64.unpack_from(mm, _H_USED)[0] + 1)
+                _unlock(self._base + _H_STATS_LOCK)
+                return s
+            self._unlock(s)
+        if not create:
+            return -1
+        # full: reuse an entry equivalent to a missing one, under the global lock
+        self._lock_at(_H_GLOBAL_LOCK)
+        try:
+            for step in range(n):  # inserted by another reuse meanwhile?
+                s = (home + step) % n
+                off = HEADER_SIZE + s * ENTRY_SIZE
+                self._lock_at(off)
+                if _IDENT.unpack_from(mm, off + 4) == (kind, h1, h2):
+                    return s
+                self._unlock(s)
+            for step in range(n):
+                s = (home + step) % n
+                off = HEADER_SIZE + s * ENTRY_SIZE
+                self._lock_at(off)
+                if self._reusable(off, now):
+                    self._claim(off, kind, h1, h2, v, cap, rate, now)
+                    return s
+                self._unlock(s)
+        finally:
+            _unlock(self._base + _H_GLOBAL_LOCK)
+        raise TableFull(
+            f"shared state table {self.path} is full ({n} entries hold live state): "
+            "raise state.entries"
+        )
+
+    # token buckets
+
+    def take_many(
+        self, takes: list[tuple[str, float, float, float]], now: float
+    ) -> list[tuple[bool, float, float, float]]:
+        """Take ``n`` tokens from every bucket ``(key, n, capacity, rate)`` or from none;
+        per bucket ``(allowed, remaining, retry_after, reset)``. The same key twice: the
+        takes add up (refilled with the first one's limit)."""
+        if not takes:
+            return []
+        if len(takes) == 1:
+            key, _n, cap, rate = takes[0]
+            s = self._find(KIND_BUCKET, key, True, now, cap, cap, rate)
+            try:
+                return self._decide(takes, [s], now)
+            finally:
+                self._unlock(s)
+        mm = self._mm
+        assert mm is not None
+        while True:
+            slots = []
+            for key, _n, cap, rate in takes:
+                s = self._find(KIND_BUCKET, key, True, now, cap, cap, rate)
+                self._unlock(s)
+                slots.append(s)
+            order = sorted(set(slots))
+            locked: list[int] = []
+            try:
+                for s in order:
+                    self._lock(s)
+                    locked.append(s)
+                if all(
+                    _IDENT.unpack_from(mm, HEADER_SIZE + s * ENTRY_SIZE + 4)
+                    == (KIND_BUCKET, *key_hash(KIND_BUCKET, t[0]))
+                    for t, s in zip(takes, slots, strict=True)
+                ):
+                    return self._decide(takes, slots, now)
+            finally:
+                for s in reversed(locked):
+                    self._unlock(s)
+            # an entry was reused for another key between finding and locking: again
+
+    def _decide(
+        self, takes: list[tuple[str, float, float, float]], slots: list[int], now: float
+    ) -> list[tuple[bool, float, float, float]]:
+        mm = self._mm
+        assert mm is not None
+        tokens: dict[int, float] = {}
+        ats: dict[int, float] = {}
+        need: dict[int, float] = {}
+        for (_key, n, cap, rate), s in zip(takes, slots, strict=True):
+            if s not in tokens:
+                v, at = _VALUE_AT.unpack_from(mm, HEADER_SIZE + s * ENTRY_SIZE + _E_VALUE)
+                tokens[s], ats[s] = _refill(v, at, cap, rate, now)
+            need[s] = need.get(s, 0.0) + n
+        ok = all(tokens[s] >= need[s] for s in slots)
+        if ok:
+            for t, s in zip(takes, slots, strict=True):
+                tokens[s] -= t[1]
+        for (_key, _n, cap, rate), s in zip(takes, slots, strict=True):
+            off = HEADER_SIZE + s * ENTRY_SIZE + _E_VALUE
+            _BUCKET.pack_into(mm, off, tokens[s], ats[s], cap, rate)
+        return [
+            _verdict(tokens[s], n if ok else need[s], cap, rate, ok)
+            for (_key, n, cap, rate), s in zip(takes, slots, strict=True)
+        ]
+
+    def settle(self, key: str, n: float, capacity: float, rate: float, now: float) -> None:
+        """Add ``n`` tokens (negative: take them) without any check, never above capacity."""
+        mm = self._mm
+        assert mm is not None
+        s = self._find(KIND_BUCKET, key, True, now, capacity, capacity, rate)
+        try:
+            off = HEADER_SIZE + s * ENTRY_SIZE + _E_VALUE
+            v, at = _VALUE_AT.unpack_from(mm, off)
+            v, at = _refill(v, at, capacity, rate, now)
+            x = v + n
+            _BUCKET.pack_into(mm, off, x if x < capacity else capacity, at, capacity, rate)
+        finally:
+            self._unlock(s)
+
+    # concurrency slots
+
+    def _reclaim(self, off: int) -> int:
+        """Drop the holders of the slots entry at ``off`` whose process is gone; how many
+        slots are still held."""
+        mm = self._mm
+        assert mm is not None
+        overflow, _r, *h = _HOLDERS_W.unpack_from(mm, off + _E_OVERFLOW)
+        held = overflow
+        changed = False
+        for i in range(0, 2 * HOLDERS, 2):
+            if h[i + 1] and h[i] != _pid and not _alive(h[i]):
+                h[i] = h[i + 1] = 0
+                changed = True
+            held += h[i + 1]
+        if changed:
+            _HOLDERS_W.pack_into(mm, off + _E_OVERFLOW, overflow, _r, *h)
+        return int(held)
+
+    def acquire(self, key: str, limit: int) -> bool:
+        """Take one of ``limit`` slots of ``key`` for this process; False when all are held
+        (by live processes)."""
+        mm = self._mm
+        assert mm is not None
+        s = self._find(KIND_SLOTS, key, True, time.monotonic())
+        try:
+            off = HEADER_SIZE + s * ENTRY_SIZE
+            overflow, _r, *h = _HOLDERS_W.unpack_from(mm, off + _E_OVERFLOW)
+            held = overflow + sum(h[1::2])
+            if held >= limit:
+                held = self._reclaim(off)
+                if held >= limit:
+                    return False
+                overflow, _r, *h = _HOLDERS_W.unpack_from(mm, off + _E_OVERFLOW)
+            me = _pid
+            free = -1
+            for i in range(0, 2 * HOLDERS, 2):
+                if h[i] == me and h[i + 1]:
+                    h[i + 1] += 1
+                    break
+                if free < 0 and not h[i + 1]:
+                    free = i
+            else:
+                if free >= 0:
+                    h[free], h[free + 1] = me, 1
+                else:
+                    overflow += 1
+            _HOLDERS_W.pack_into(mm, off + _E_OVERFLOW, overflow, _r, *h)
+            return True
+        finally:
+            self._unlock(s)
+
+    def release(self, key: str) -> None:
+        """Give back a slot of ``key`` held by this process (else one of the unrecorded
+        holders; never below zero)."""
+        mm = self._mm
+        assert mm is not None
+        s = self._find(KIND_SLOTS, key, False, 0.0)
+        if s < 0:
+            return
+        try:
+            off = HEADER_SIZE + s * ENTRY_SIZE
+            overflow, _r, *h = _HOLDERS_W.unpack_from(mm, off + _E_OVERFLOW)
+            for i in range(0, 2 * HOLDERS, 2):
+                if h[i] == _pid and h[i + 1]:
+                    h[i + 1] -= 1
+                    if not h[i + 1]:
+                        h[i] = 0
+                    break
+            else:
+                if not overflow:
+                    return
+                overflow -= 1
+            _HOLDERS_W.pack_into(mm, off + _E_OVERFLOW, overflow, _r, *h)
+        finally:
+            self._unlock(s)
+
+    def held(self, key: str) -> int:
+        """How many slots of ``key`` are held (by any process, dead ones included)."""
+        mm = self._mm
+        assert mm is not None
+        s = self._find(KIND_SLOTS, key, False, 0.0)
+        if s < 0:
+            return 0
+        try:
+            overflow, _r, *h = _HOLDERS_W.unpack_from(
+                mm, HEADER_SIZE + s * ENTRY_SIZE + _E_OVERFLOW
+            )
+            return int(overflow + sum(h[1::2]))
+        finally:
+            self._unlock(s)
+
+    # counters
+
+    def add(self, key: str, x: float) -> float:
+        """Add ``x`` to the counter ``key``; its new value."""
+        mm = self._mm
+        assert mm is not None
+        s = self._find(KIND_COUNTER, key, True, time.monotonic())
+        try:
+            off = HEADER_SIZE + s * ENTRY_SIZE + _E_VALUE
+            v: float = _VALUE.unpack_from(mm, off)[0] + x
+            _VALUE.pack_into(mm, off, v)
+            return v
+        finally:
+            self._unlock(s)
+
+    def get(self, key: str) -> float:
+        """The counter's value (0 when never added to)."""
+        mm = self._mm
+        assert mm is not None
+        s = self._find(KIND_COUNTER, key, False, 0.0)
+        if s < 0:
+            return 0.0
+        try:
+            v: float = _VALUE.unpack_from(mm, HEADER_SIZE + s * ENTRY_SIZE + _E_VALUE)[0]
+            return v
+        finally:
+            self._unlock(s)
+
+    # the table
+
+    def used(self) -> int:
+        """Entries ever claimed (reused ones count once)."""
+        mm = self._mm
+        assert mm is not None
+        n: int = _U64.unpack_from(mm, _H_USED)[0]
+        return n
+
+    def close(self) -> None:
+        """Unmap the file (which stays for the other processes)."""
+        if self._mm is not None:
+            self._anchor = None
+            self._mm.close()
+            self._mm = None
