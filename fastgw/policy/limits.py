@@ -28,7 +28,18 @@ SETTLE_INTERVAL = 0.1
 class _Scope:
     """One holder of limits: ``key:alice``, ``team:research``, ``model:smart``, ``global``."""
 
-    __slots__ = ("conc", "id", "label", "rpm", "tpm")
+    __slots__ = (
+        "conc",
+        "conc_key",
+        "id",
+        "label",
+        "rpm",
+        "rpm_cap",
+        "rpm_take",
+        "tpm",
+        "tpm_cap",
+        "tpm_key",
+    )
 
     def __init__(self, id: str, label: str, cfg: LimitsConfig) -> None:
         self.id = id
@@ -36,6 +47,12 @@ class _Scope:
         self.rpm = Limit(cfg.rpm, cfg.rpm / 60.0) if cfg.rpm else None
         self.tpm = Limit(cfg.tpm, cfg.tpm / 60.0) if cfg.tpm else None
         self.conc = cfg.concurrency
+        # built once: the per-request work is a list of prebuilt pieces
+        self.conc_key = f"conc:{id}"
+        self.tpm_key = f"tpm:{id}"
+        self.rpm_take = Take(f"rpm:{id}", 1.0, self.rpm) if self.rpm else None
+        self.rpm_cap = b"%d" % cfg.rpm if cfg.rpm else b""
+        self.tpm_cap = b"%d" % cfg.tpm if cfg.tpm else b""
 
 
 def _seconds(x: float) -> bytes:
@@ -115,6 +132,8 @@ class Limiter:
         self.state: State | None = None
         #: Token settlements not yet sent, summed per bucket (see ``owe``).
         self._owed: dict[str, tuple[float, Limit]] = {}
+        #: (key name, model) → the scopes that apply (the config does not change at run time).
+        self._scopes: dict[tuple[str | None, str], list[_Scope]] = {}
         self._flushing = False
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -173,7 +192,12 @@ class Limiter:
             ) from None
 
     async def _admit(self, principal: Principal | None, model: str, estimate: int) -> Grant | None:
-        scopes = self.scopes(principal, model)
+        ck = (principal.name if principal is not None else None, model)
+        scopes = self._scopes.get(ck)
+        if scopes is None:
+            if len(self._scopes) > 65536:
+                self._scopes.clear()
+            scopes = self._scopes[ck] = self.scopes(principal, model)
         if not scopes:
             return None
         state = self.state
@@ -181,8 +205,7 @@ class Limiter:
         slots: list[str] = []
         for s in scopes:
             if s.conc is not None:
-                key = f"conc:{s.id}"
-                if not await state.acquire(key, s.conc):
+                if not await state.acquire(s.conc_key, s.conc):
                     for held in slots:
                         await state.release(held)
                     raise _too_many(
@@ -191,34 +214,38 @@ class Limiter:
                         1.0,
                         [],
                     )
-                slots.append(key)
+                slots.append(s.conc_key)
         takes: list[Take] = []
-        kinds: list[tuple[_Scope, str]] = []
+        owners: list[_Scope] = []  # the scope of each take
         for s in scopes:
-            if s.rpm is not None:
-                takes.append(Take(f"rpm:{s.id}", 1.0, s.rpm))
-                kinds.append((s, "requests"))
+            if s.rpm_take is not None:
+                takes.append(s.rpm_take)
+                owners.append(s)
             if s.tpm is not None:
-                takes.append(Take(f"tpm:{s.id}", float(estimate), s.tpm))
-                kinds.append((s, "tokens"))
-        verdicts = await state.take_many(takes) if takes else []
-        headers = _headers(kinds, verdicts)
-        if verdicts and not verdicts[0].allowed:
+                takes.append(Take(s.tpm_key, float(estimate), s.tpm))
+                owners.append(s)
+        if not takes:
+            return Grant(self, state, slots, [], estimate, [])
+        verdicts = await state.take_many(takes)
+        headers = _headers(takes, owners, verdicts)
+        if not verdicts[0].allowed:
             for held in slots:
                 await state.release(held)
             worst = max(range(len(verdicts)), key=lambda i: verdicts[i].retry_after)
-            s, kind = kinds[worst]
-            v = verdicts[worst]
-            per_min = (s.rpm if kind == "requests" else s.tpm) or Limit(0, 0)
-            if kind == "tokens" and estimate > per_min.capacity:
+            s, t = owners[worst], takes[worst]
+            kind = "requests" if t is s.rpm_take else "tokens"
+            cap = int(t.limit.capacity)
+            if kind == "tokens" and estimate > cap:
                 message = (
                     f"The request's estimated {estimate} prompt tokens exceed the "
-                    f"{int(per_min.capacity)} tokens/minute of {s.label}."
+                    f"{cap} tokens/minute of {s.label}."
                 )
             else:
-                message = f"{s.label} is over its {int(per_min.capacity)} {kind}/minute limit."
-            raise _too_many(message, "rate_limit_exceeded", v.retry_after, headers)
-        tokens = [(t.key, t.limit) for t in takes if t.key.startswith("tpm:")]
+                message = f"{s.label} is over its {cap} {kind}/minute limit."
+            raise _too_many(message, "rate_limit_exceeded", verdicts[worst].retry_after, headers)
+        tokens = [
+            (t.key, t.limit) for t, s in zip(takes, owners, strict=True) if t is not s.rpm_take
+        ]
         return Grant(self, state, slots, tokens, estimate, headers)
 
 
@@ -226,23 +253,27 @@ def _any(cfg: LimitsConfig) -> bool:
     return bool(cfg.rpm or cfg.tpm or cfg.concurrency)
 
 
-def _headers(kinds: list[tuple[_Scope, str]], verdicts: list[Verdict]) -> Headers:
+def _headers(takes: list[Take], owners: list[_Scope], verdicts: list[Verdict]) -> Headers:
     """``x-ratelimit-{limit,remaining,reset}-{requests,tokens}`` of the tightest scope."""
+    req: tuple[bytes, Verdict] | None = None
+    tok: tuple[bytes, Verdict] | None = None
+    for t, s, v in zip(takes, owners, verdicts, strict=True):
+        if t is s.rpm_take:
+            if req is None or v.remaining < req[1].remaining:
+                req = (s.rpm_cap, v)
+        elif tok is None or v.remaining < tok[1].remaining:
+            tok = (s.tpm_cap, v)
     out: Headers = []
-    for kind in ("requests", "tokens"):
-        best: tuple[float, float, float] | None = None
-        for (s, k), v in zip(kinds, verdicts, strict=True):
-            if k != kind:
-                continue
-            lim = s.rpm if k == "requests" else s.tpm
-            assert lim is not None
-            if best is None or v.remaining < best[1]:
-                best = (lim.capacity, v.remaining, v.reset)
-        if best is not None:
-            suffix = kind.encode()
-            out.append((b"x-ratelimit-limit-" + suffix, b"%d" % best[0]))
-            out.append((b"x-ratelimit-remaining-" + suffix, b"%d" % max(0, math.floor(best[1]))))
-            out.append((b"x-ratelimit-reset-" + suffix, _seconds(best[2])))
+    if req is not None:
+        cap, v = req
+        out.append((b"x-ratelimit-limit-requests", cap))
+        out.append((b"x-ratelimit-remaining-requests", b"%d" % max(0, math.floor(v.remaining))))
+        out.append((b"x-ratelimit-reset-requests", _seconds(v.reset)))
+    if tok is not None:
+        cap, v = tok
+        out.append((b"x-ratelimit-limit-tokens", cap))
+        out.append((b"x-ratelimit-remaining-tokens", b"%d" % max(0, math.floor(v.remaining))))
+        out.append((b"x-ratelimit-reset-tokens", _seconds(v.reset)))
     return out
 
 
