@@ -22,6 +22,7 @@ import msgspec
 
 from . import __version__
 from ._core import sse
+from .admin import AdminAPI
 from .api import anthropic as anthropic_api
 from .api.errors import GatewayError, bad_request, not_found
 from .api.openai import Endpoint, ParsedRequest, parse_request
@@ -29,6 +30,8 @@ from .asgi import ASGIApp, Message, Receive, Scope, Send
 from .config import GatewayConfig, parse_duration, resolve_config
 from .policy.keys import KeyStore, Principal
 from .policy.limits import Grant, Limiter
+from .policy.store import KeyRecord, RecordStore, merge_keys, open_record_store
+from .policy.sync import KeySync
 from .providers.base import ByteStreamProvider, StreamTranslator
 from .providers.registry import kinds
 from .routing import errors as upstream_errors
@@ -318,6 +321,10 @@ class Gateway:
         self.router = Router(cfg)
         self.keys = KeyStore(cfg)
         self.limiter = Limiter(cfg)
+        #: The admin API and the run-time keys it manages (started with the worker).
+        self.admin: AdminAPI | None = None
+        self.key_store: RecordStore | None = None
+        self.key_sync: KeySync | None = None
         self.secrets = {name: p.api_key for name, p in cfg.providers.items() if p.api_key}
         self.max_body = cfg.server.max_body_bytes
         self.max_event = cfg.server.max_event_bytes
@@ -358,7 +365,21 @@ class Gateway:
     async def startup(self) -> None:
         """The worker's upstream client: one keep-alive pool per provider origin."""
         self.client = Client()  # pool sizes: each provider's max_connections
-        if self.limiter.active and self.limiter.state is None:
+        admin = self.cfg.admin
+        if admin is not None and admin.token is not None and self.key_store is None:
+            # run-time keys: every worker polls the store and swaps in the new key table
+            store = self.key_store = open_record_store(self.cfg.state, admin.store)
+            self.key_sync = KeySync(store, self._keys_changed)
+            await self.key_sync.poll()  # the run-time keys work from the first request
+            self.key_sync.start()
+            self.admin = AdminAPI(
+                admin.token,
+                store,
+                self.cfg.keys,
+                usage=self._key_usage,
+                teams=self.cfg.teams.keys(),
+            )
+        if (self.limiter.active or self.admin is not None) and self.limiter.state is None:
             self.limiter.state = open_state(self.cfg.state)
         self.ready = True
 
@@ -386,9 +407,24 @@ class Gateway:
         self.ready = False
         if self.client is not None:
             await self.client.close()
+        if self.key_sync is not None:
+            await self.key_sync.stop()
+        if self.key_store is not None:
+            await self.key_store.close()
         if self.limiter.state is not None:
             await self.limiter.flush()
             await self.limiter.state.close()
+
+    def _keys_changed(self, records: list[KeyRecord]) -> None:
+        """New run-time keys (a worker's KeySync saw the store change): swap in the key table
+        and the keys' limits."""
+        keys = merge_keys(self.cfg.keys, records)
+        self.keys = KeyStore(msgspec.structs.replace(self.cfg, keys=keys))
+        self.limiter.update_keys(keys)
+
+    async def _key_usage(self, name: str) -> dict[str, object]:
+        """A key's limits and what is left of them now (admin API ``/usage``)."""
+        return await self.limiter.usage(name)
 
     # -- ASGI -----------------------------------------------------------------------------
 
@@ -418,6 +454,9 @@ class Gateway:
         ctx_id = _request_id(request_id)
         route = self.routes.get(path)
         watcher: _DisconnectWatch | None = None
+        if route is None and self.admin is not None and path.startswith("/admin/"):
+            await self.admin(scope, receive, send)
+            return
         try:
             if route is None:
                 ingress = self.ingress.get(path)
@@ -555,6 +594,10 @@ class Gateway:
         targets = self.router.health()
         if targets:  # breakers and least-* statistics (this worker's)
             detail["targets"] = targets
+        if self.limiter.state is not None:
+            detail["state"] = self.limiter.state.health()
+        if self.key_sync is not None:
+            detail["key_sync"] = self.key_sync.health()
         await self._send_json(
             send, 200 if ready else 503, _encoder.encode(detail), [_JSON, (b"x-request-id", rid)]
         )

@@ -15,8 +15,8 @@ import msgspec
 import yaml
 
 from ..api.openai import NOT_OVERRIDABLE
-from ..policy.keyspec import key_errors, key_hash
 from ..routing.conditions import Condition, FieldRef
+from .keyspec import check_admin_token, key_errors, key_hash
 from .schema import STATE_BACKENDS, STRATEGIES, GatewayConfig, TargetConfig, _StrategyFields
 
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -274,6 +274,8 @@ def _semantic_checks(cfg: GatewayConfig, fail: typing.Callable[[str, str], None]
         fail("state.entries", "must be at least 64")
     if not st.redis_url.startswith(("redis://", "rediss://", "unix://")):
         fail("state.redis_url", f"expected a redis:// or rediss:// URL, got {st.redis_url!r}")
+    if cfg.admin is not None and (problem := check_admin_token(cfg.admin.token)):
+        fail("admin.token", problem)
     names: set[str] = set()
     hashes: dict[str, str] = {}
     for i, k in enumerate(cfg.keys):

@@ -219,6 +219,17 @@ class KeyConfig(AccessConfig, kw_only=True, forbid_unknown_fields=True):
     disabled: bool = False
 
 
+class AdminConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """The admin API (``/admin/``, docs/admin-api.md): on when this section is present."""
+
+    #: Bearer token of the admin API: at least 32 characters (usually ``${FASTGW_ADMIN_TOKEN}``).
+    token: str | None = None
+    #: Where keys created at run time are kept with the ``local``/``memory`` state backends
+    #: (an SQLite file); omitted: one under /var/tmp per user and config file. With the
+    #: ``redis`` backend they live in Redis.
+    store: str | None = None
+
+
 STATE_BACKENDS = ("local", "redis", "memory")
 
 
@@ -255,5 +266,7 @@ class GatewayConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     keys: list[KeyConfig] = []
     #: Access rules and limits shared by every key of a team (a key's own apply too).
     teams: dict[str, AccessConfig] = {}
+    #: The admin API; absent: no admin API.
+    admin: AdminConfig | None = None
     #: Limits on the whole gateway (every caller together).
     limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)

@@ -18,9 +18,9 @@ import re
 import msgspec
 
 from ..api.errors import GatewayError
+from ..config.keyspec import key_hash, parse_expiry
 from ..config.schema import AccessConfig, GatewayConfig, KeyConfig
 from ..routing.router import Target
-from .keyspec import key_hash, parse_expiry
 
 
 class Rules:
@@ -162,7 +162,8 @@ class KeyStore:
             expires = parse_expiry(k.expires).timestamp() if k.expires else None
             team = teams.get(k.team) if k.team else None
             self.by_hash[digest] = Principal(k, digest, team, expires)
-        self.enabled = bool(cfg.keys)
+        #: Keys are asked for: some are declared, or the admin API can create them.
+        self.enabled = bool(cfg.keys) or cfg.admin is not None
 
     def authenticate(self, headers: list[tuple[bytes, bytes]], now: float) -> Principal:
         """The principal whose key the request presents; 401 (with the reason) otherwise."""

@@ -15,7 +15,7 @@ import contextlib
 import math
 
 from ..api.errors import GatewayError
-from ..config.schema import GatewayConfig, LimitsConfig
+from ..config.schema import GatewayConfig, KeyConfig, LimitsConfig
 from ..state import Limit, State, StateUnavailable, Take, Verdict
 from .keys import Principal
 
@@ -136,6 +136,42 @@ class Limiter:
         self._scopes: dict[tuple[str | None, str], list[_Scope]] = {}
         self._flushing = False
         self._tasks: set[asyncio.Task[None]] = set()
+
+    def update_keys(self, keys: list[KeyConfig]) -> None:
+        """The keys changed at run time (admin API): their limits from now on."""
+        self.keys = {
+            k.name: _Scope(f"key:{k.name}", f"key '{k.name}'", k.limits)
+            for k in keys
+            if k.limits is not None and _any(k.limits)
+        }
+        self._scopes = {}
+        self.active = bool(self.global_ or self.models or self.teams or self.keys)
+
+    async def usage(self, name: str) -> dict[str, object]:
+        """The limits of key ``name`` and, for its buckets, what is left now (a take of
+        nothing reads a bucket without changing it)."""
+        scope = self.keys.get(name)
+        if scope is None or self.state is None:
+            return {"key": name, "limits": None}
+        out: dict[str, object] = {"key": name, "limits": {}}
+        takes = []
+        if scope.rpm_take is not None:
+            takes.append(Take(scope.rpm_take.key, 0.0, scope.rpm_take.limit))
+        if scope.tpm is not None:
+            takes.append(Take(scope.tpm_key, 0.0, scope.tpm))
+        verdicts = await self.state.take_many(takes) if takes else []
+        limits: dict[str, object] = {}
+        for t, v in zip(takes, verdicts, strict=True):
+            kind = "rpm" if t.key.startswith("rpm:") else "tpm"
+            limits[kind] = {
+                "limit": int(t.limit.capacity),
+                "remaining": max(0, math.floor(v.remaining)),
+                "reset_seconds": round(v.reset, 3),
+            }
+        if scope.conc is not None:
+            limits["concurrency"] = {"limit": scope.conc}
+        out["limits"] = limits
+        return out
 
     def owe(self, key: str, n: float, limit: Limit) -> None:
         """Queue a settlement; settlements are summed per bucket and sent together every

@@ -8,8 +8,8 @@ import pytest
 
 from fastgw.api.errors import GatewayError
 from fastgw.config import ConfigError, validate
+from fastgw.config.keyspec import key_hash
 from fastgw.policy.keys import KeyStore
-from fastgw.policy.keyspec import key_hash
 
 GOOD = "sk-fastgw-unit-test-key-000001"
 

@@ -7,7 +7,7 @@ import datetime
 import hashlib
 import re
 
-from ..config.schema import KeyConfig
+from .schema import KeyConfig
 
 _HASH_RE = re.compile(r"^sha256:([0-9a-f]{64})$")
 #: Shortest secret accepted in a config (a guessable key is no key).
@@ -42,3 +42,21 @@ def key_errors(k: KeyConfig) -> list[tuple[str, str]]:
         except ValueError:
             out.append(("expires", f"expected an ISO 8601 date or time, got {k.expires!r}"))
     return out
+
+
+MIN_TOKEN_LENGTH = 32
+MIN_TOKEN_DISTINCT = 10
+
+
+def check_admin_token(token: str | None) -> str | None:
+    """Why ``token`` cannot guard the admin API (missing, too short, too few distinct
+    characters); None when it is acceptable. The gateway refuses to start the API otherwise."""
+    if not token:
+        return "the admin token is missing (set admin.token, e.g. ${FASTGW_ADMIN_TOKEN})"
+    if len(token) < MIN_TOKEN_LENGTH:
+        return f"the admin token must be at least {MIN_TOKEN_LENGTH} characters long"
+    if len(set(token)) < MIN_TOKEN_DISTINCT:
+        return f"the admin token must contain at least {MIN_TOKEN_DISTINCT} distinct characters"
+    if token != token.strip() or any(ord(c) < 0x21 or ord(c) > 0x7E for c in token):
+        return "the admin token must be printable ASCII without spaces"
+    return None
