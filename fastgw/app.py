@@ -479,7 +479,7 @@ class Gateway:
                 )
             principal = None
             if self.keys.enabled and path.startswith("/v1/"):
-                principal = self.keys.authenticate(scope["headers"], time.time())
+                principal = self.keys.authenticate(scope["headers"])
             if isinstance(action, Endpoint):
                 watcher = self._watch(receive)
                 # passed without a local, so _serve alone holds the request (and drops it
@@ -621,7 +621,7 @@ class Gateway:
         """Read the body and run ``handler``; errors in Anthropic's shape."""
         try:
             if self.keys.enabled:
-                scope["fastgw.principal"] = self.keys.authenticate(scope["headers"], time.time())
+                scope["fastgw.principal"] = self.keys.authenticate(scope["headers"])
             body = await self._read_body(receive, content_length)
             await handler(scope, receive, send, body, rid)
         except GatewayError as err:

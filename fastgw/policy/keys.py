@@ -14,6 +14,7 @@ import fnmatch
 import hashlib
 import hmac
 import re
+import time
 
 import msgspec
 
@@ -84,6 +85,8 @@ class Principal:
     """A caller: its key's name, team, tags, and the rules that apply to it."""
 
     __slots__ = (
+        "_allowed",
+        "digest",
         "expires",
         "hash",
         "max_tokens",
@@ -101,7 +104,12 @@ class Principal:
         self.team = k.team
         self.tags = frozenset(k.tags)
         self.hash = digest
+        #: The SHA-256 as raw bytes (what a presented key is hashed to and compared with).
+        self.digest = bytes.fromhex(digest.partition(":")[2])
         self.expires = expires
+        #: (model, endpoint) → the refusal of the model/endpoint rules, or None (allowed);
+        #: the rules do not change while the principal exists.
+        self._allowed: dict[tuple[str, str], GatewayError | None] = {}
         self.rules = [Rules(f"key '{k.name}'", k)]
         if team_rules is not None:
             self.rules.append(team_rules)
@@ -120,9 +128,21 @@ class Principal:
 
     def check(self, model: str, endpoint: str, body: bytes) -> None:
         """403 unless every rule allows ``model`` on ``endpoint`` with the body's max tokens."""
-        for r in self.rules:
-            r.check_model(model)
-            r.check_endpoint(endpoint)
+        ck = (model, endpoint)
+        if ck not in self._allowed:
+            refusal: GatewayError | None = None
+            try:
+                for r in self.rules:
+                    r.check_model(model)
+                    r.check_endpoint(endpoint)
+            except GatewayError as e:
+                refusal = e
+            if len(self._allowed) > 4096:
+                self._allowed.clear()
+            self._allowed[ck] = refusal
+        refused = self._allowed[ck]
+        if refused is not None:
+            raise forbidden(refused.message)
         cap = self.max_tokens
         if cap is not None:
             try:
@@ -153,6 +173,7 @@ class KeyStore:
     def __init__(self, cfg: GatewayConfig) -> None:
         teams = {name: Rules(f"team '{name}'", t) for name, t in cfg.teams.items()}
         self.by_hash: dict[str, Principal] = {}
+        self.by_digest: dict[bytes, Principal] = {}
         self.disabled: dict[str, str] = {}  # hash → key name
         for k in cfg.keys:
             digest = key_hash(k.key) if k.key is not None else str(k.hash)
@@ -161,11 +182,14 @@ class KeyStore:
                 continue
             expires = parse_expiry(k.expires).timestamp() if k.expires else None
             team = teams.get(k.team) if k.team else None
-            self.by_hash[digest] = Principal(k, digest, team, expires)
+            principal = self.by_hash[digest] = Principal(k, digest, team, expires)
+            self.by_digest[principal.digest] = principal
         #: Keys are asked for: some are declared, or the admin API can create them.
         self.enabled = bool(cfg.keys) or cfg.admin is not None
 
-    def authenticate(self, headers: list[tuple[bytes, bytes]], now: float) -> Principal:
+    def authenticate(
+        self, headers: list[tuple[bytes, bytes]], now: float | None = None
+    ) -> Principal:
         """The principal whose key the request presents; 401 (with the reason) otherwise."""
         presented: bytes | None = None
         for name, value in headers:
@@ -184,14 +208,15 @@ class KeyStore:
                 "No API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'.",
                 "missing_api_key",
             )
-        digest = "sha256:" + hashlib.sha256(presented).hexdigest()
-        principal = self.by_hash.get(digest)
-        if principal is None or not hmac.compare_digest(principal.hash, digest):
+        raw = hashlib.sha256(presented).digest()
+        principal = self.by_digest.get(raw)
+        if principal is None or not hmac.compare_digest(principal.digest, raw):
+            digest = "sha256:" + raw.hex()
             if digest in self.disabled:
                 raise unauthorized(
                     f"The API key '{self.disabled[digest]}' is disabled.", "key_disabled"
                 )
             raise unauthorized("The API key is not valid.", "invalid_api_key")
-        if principal.expires is not None and now >= principal.expires:
+        if principal.expires is not None and (now or time.time()) >= principal.expires:
             raise unauthorized(f"The API key '{principal.name}' has expired.", "key_expired")
         return principal
