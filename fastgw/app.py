@@ -603,7 +603,18 @@ class Gateway:
         )
 
     async def _metrics(self, send: Send, rid: bytes, principal: Principal | None) -> None:
-        body = self.router.metrics().encode()
+        text = self.router.metrics()
+        state = self.limiter.state
+        if state is not None:  # the state backend's numbers: reachable, fallbacks, errors, …
+            health = state.health()
+            backend = health.get("backend", "?")
+            for field, value in sorted(health.items()):
+                if isinstance(value, bool):
+                    value = int(value)
+                if isinstance(value, int | float):
+                    name = f"fastgw_state_{field}"
+                    text += f"# TYPE {name} gauge\n{name}{{backend=\"{backend}\"}} {value}\n"
+        body = text.encode()
         ctype = (b"content-type", b"text/plain; version=0.0.4; charset=utf-8")
         await self._send_json(send, 200, body, [ctype, (b"x-request-id", rid)])
 
@@ -795,19 +806,23 @@ class Gateway:
         if principal is not None:
             endpoint = req.endpoint.path[1:] if req is not None else "messages"
             principal.check(model, endpoint, raw)
-        grant: Grant | None = None
-        if self.limiter.active:  # the prompt's tokens, estimated (~4 bytes each)
-            grant = await self.limiter.admit(principal, route.name, len(raw) // 4 + 1)
         facts: RequestFacts | None = None
         deadline: float | None = None
         if controls or route.fixed is None:  # the request or the route has a say
             facts = self._facts(headers, raw, model)
+            if principal is not None:
+                principal.check_metadata(facts.metadata())
             if facts.timeout is not None:
                 deadline = time.monotonic() + facts.timeout
+        estimate = len(raw) // 4 + 1  # the prompt's tokens, estimated (~4 bytes each)
         del raw
         targets = route.order(facts)
         if principal is not None and principal.restricts_targets:
             targets = principal.eligible(targets, route.name)
+        # last of the checks: what is admitted here is given back in the finally below
+        grant: Grant | None = None
+        if self.limiter.active:
+            grant = await self.limiter.admit(principal, route.name, estimate)
         try:
             attempts = fallbacks = 0
             last_err: GatewayError | None = None

@@ -202,6 +202,8 @@ class AccessConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     endpoints: list[str] = []
     #: Largest ``max_tokens`` (or ``max_completion_tokens``) a request may ask for.
     max_tokens: int | None = None
+    #: Keys the ``x-fastgw-metadata`` header may carry (empty: any).
+    metadata: list[str] = []
     limits: LimitsConfig | None = None
 
 

@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import re
 import time
+from collections.abc import Iterable
 
 import msgspec
 
@@ -27,7 +28,16 @@ from ..routing.router import Target
 class Rules:
     """Compiled access rules of one key or team."""
 
-    __slots__ = ("deny", "endpoints", "max_tokens", "models", "name", "providers", "regions")
+    __slots__ = (
+        "deny",
+        "endpoints",
+        "max_tokens",
+        "metadata",
+        "models",
+        "name",
+        "providers",
+        "regions",
+    )
 
     def __init__(self, name: str, cfg: AccessConfig) -> None:
         self.name = name
@@ -37,6 +47,7 @@ class Rules:
         self.regions = frozenset(r.lower() for r in cfg.regions)
         self.endpoints = frozenset(e.strip("/") for e in cfg.endpoints)
         self.max_tokens = cfg.max_tokens
+        self.metadata = frozenset(cfg.metadata)
 
     def check_model(self, model: str) -> None:
         for rx in self.deny:
@@ -155,6 +166,17 @@ class Principal:
                     f"key '{self.name}' may ask for at most {cap} max_tokens; the request "
                     f"asks for {n}."
                 )
+
+    def check_metadata(self, keys: Iterable[str]) -> None:
+        """403 when the request's ``x-fastgw-metadata`` has a key a rule does not allow."""
+        for r in self.rules:
+            if r.metadata:
+                for k in keys:
+                    if k not in r.metadata:
+                        raise forbidden(
+                            f"{r.name} may not send metadata '{k}' (allowed: "
+                            f"{', '.join(sorted(r.metadata))})."
+                        )
 
     def eligible(self, targets: list[Target], model: str) -> list[Target]:
         """The targets whose provider and region every rule allows (403 when none)."""

@@ -59,7 +59,7 @@ def gw(mock: Proc) -> Iterator[Proc]:
             {"name": "capped", "key": CAPPED, "max_tokens": 100},
             {"name": "off", "key": DISABLED, "disabled": True},
             {"name": "old", "key": EXPIRED, "expires": "2020-01-01"},
-            {"name": "eu", "key": EU_ONLY, "regions": ["EU"]},
+            {"name": "eu", "key": EU_ONLY, "regions": ["EU"], "metadata": ["tier"]},
         ],
     }
     p = start_gateway(cfg)
@@ -180,3 +180,13 @@ def test_openai_sdk_with_a_virtual_key(gw: Proc) -> None:
         client.chat.completions.create(
             model="secret-model", messages=[{"role": "user", "content": "x"}]
         )
+
+
+async def test_allowed_metadata(http: aiohttp.ClientSession, gw: Proc) -> None:
+    ok = {**bearer(EU_ONLY), "x-fastgw-metadata": '{"tier": "gold"}'}
+    status, data = await post(http, gw, ok, body("regional"))
+    assert status == 200, data
+    bad = {**bearer(EU_ONLY), "x-fastgw-metadata": '{"tier": "gold", "user": "u1"}'}
+    status, data = await post(http, gw, bad, body("regional"))
+    assert status == 403
+    assert "may not send metadata 'user' (allowed: tier)" in data["error"]["message"]

@@ -144,3 +144,28 @@ async def test_tokens_per_minute(http: aiohttp.ClientSession, gw: Proc) -> None:
     assert status == 200, data
     assert headers["x-ratelimit-limit-tokens"] == "300"
     assert 0 < int(headers["x-ratelimit-remaining-tokens"]) < 300
+
+
+async def test_requests_refused_by_later_checks_hold_no_slot(
+    http: aiohttp.ClientSession, gw: Proc
+) -> None:
+    """A request refused after the limits were looked at (here: a bad routing header) gives
+    back what it took: the key's two concurrency slots stay free."""
+    payload = {"model": "slow", "messages": [{"role": "user", "content": "hi"}]}
+    for _ in range(3):
+        async with http.post(
+            f"{gw.url}{CHAT}",
+            json=payload,
+            headers={"x-api-key": K_CONC, "x-fastgw-timeout": "soon"},
+        ) as r:
+            assert r.status == 400
+    got = await asyncio.gather(*(chat(http, gw, K_CONC, "slow") for _ in range(2)))
+    assert [s for s, _, _ in got] == [200, 200]
+
+
+async def test_state_backend_in_readyz_and_metrics(http: aiohttp.ClientSession, gw: Proc) -> None:
+    async with http.get(f"{gw.url}/readyz") as r:
+        assert (await r.json())["state"]["backend"] == "memory"
+    async with http.get(f"{gw.url}/metrics") as r:
+        text = await r.text()
+    assert "fastgw_target_calls_total" in text

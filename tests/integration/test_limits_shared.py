@@ -128,3 +128,13 @@ async def test_hosts_share_concurrency_through_redis(
 ) -> None:
     statuses = await burst(http, [g.url for g in redis_gws], 8, KEY + "-conc", "slow")
     assert statuses.count(200) == 3, statuses
+
+
+async def test_redis_state_is_visible(http: aiohttp.ClientSession, redis_gws: list[Proc]) -> None:
+    async with http.get(f"{redis_gws[0].url}/metrics") as r:
+        text = await r.text()
+    assert 'fastgw_state_reachable{backend="redis"} 1' in text
+    assert 'fastgw_state_fallback_calls{backend="redis"} 0' in text
+    async with http.get(f"{redis_gws[0].url}/readyz") as r:
+        state = (await r.json())["state"]
+    assert state["reachable"] is True and state["on_error"] == "open"
