@@ -236,3 +236,12 @@ def gateway_config(mock: Proc) -> dict[str, Any]:
             },
         },
     }
+
+
+def redis_up() -> bool:
+    """Does a Redis answer on 127.0.0.1:6379 (the tests' Redis; CI starts one)?"""
+    try:
+        socket.create_connection(("127.0.0.1", 6379), 0.5).close()
+        return True
+    except OSError:
+        return False

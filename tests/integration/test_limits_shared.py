@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
-import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -14,20 +13,12 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.servers import SECRET, Proc, start_gateway
+from tests.servers import SECRET, Proc, redis_up, start_gateway
 
 pytestmark = pytest.mark.integration
 
 KEY = "sk-fastgw-shared-limits-000001"
 RPM = 20
-
-
-def _redis_up() -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", 6379), 0.5).close()
-        return True
-    except OSError:
-        return False
 
 
 def config(mock: Proc, state: dict[str, Any]) -> dict[str, Any]:
@@ -80,7 +71,7 @@ def local_gw(mock: Proc, tmp_path_factory: pytest.TempPathFactory) -> Iterator[P
 
 @pytest.fixture(scope="module")
 def redis_gws(mock: Proc) -> Iterator[list[Proc]]:
-    if not _redis_up():
+    if not redis_up():
         pytest.skip("no Redis on 127.0.0.1:6379")
     # a generous timeout: a loaded CI machine must not push calls into the fail-open fallback
     state = {"backend": "redis", "prefix": f"fastgw-test-{uuid.uuid4().hex[:8]}:", "timeout": "5s"}

@@ -6,7 +6,6 @@ key prefix and deletes its keys."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -16,21 +15,14 @@ import pytest
 
 from fastgw.config.schema import StateConfig
 from fastgw.state import Limit, Take, open_state, take
+from tests.servers import redis_up
 
 pytestmark = pytest.mark.integration
 
 URL = "redis://127.0.0.1:6379/0"
 
 
-def _redis_up() -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", 6379), 0.5).close()
-        return True
-    except OSError:
-        return False
-
-
-if not _redis_up():
+if not redis_up():
     pytest.skip("no Redis on 127.0.0.1:6379", allow_module_level=True)
 
 from redis.asyncio import Redis  # noqa: E402

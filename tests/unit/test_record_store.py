@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import stat
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -29,19 +28,12 @@ from fastgw.policy.store import (
     open_record_store,
     to_key_config,
 )
+from tests.servers import redis_up
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
-def _redis_up() -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", 6379), 0.5).close()
-        return True
-    except OSError:
-        return False
-
-
-_no_redis = pytest.mark.skipif(not _redis_up(), reason="no Redis on 127.0.0.1:6379")
+_no_redis = pytest.mark.skipif(not redis_up(), reason="no Redis on 127.0.0.1:6379")
 
 
 def record(name: str, **kw: object) -> KeyRecord:

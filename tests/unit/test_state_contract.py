@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import os
-import socket
 import uuid
 from collections.abc import AsyncIterator
 
@@ -15,14 +14,7 @@ import pytest
 
 from fastgw.config.schema import StateConfig
 from fastgw.state import Limit, State, Take, open_state, take
-
-
-def _redis_up() -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", 6379), 0.5).close()
-        return True
-    except OSError:
-        return False
+from tests.servers import redis_up
 
 
 def _backends() -> list[object]:
@@ -31,7 +23,7 @@ def _backends() -> list[object]:
         if importlib.util.find_spec(f"fastgw.state.{name}") is None:
             continue
         marks = []
-        if name == "redis" and not _redis_up():
+        if name == "redis" and not redis_up():
             marks.append(pytest.mark.skip(reason="no Redis on 127.0.0.1:6379"))
         out.append(pytest.param(name, marks=marks))
     return out
