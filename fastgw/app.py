@@ -613,7 +613,7 @@ class Gateway:
                     value = int(value)
                 if isinstance(value, int | float):
                     name = f"fastgw_state_{field}"
-                    text += f"# TYPE {name} gauge\n{name}{{backend=\"{backend}\"}} {value}\n"
+                    text += f'# TYPE {name} gauge\n{name}{{backend="{backend}"}} {value}\n'
         body = text.encode()
         ctype = (b"content-type", b"text/plain; version=0.0.4; charset=utf-8")
         await self._send_json(send, 200, body, [ctype, (b"x-request-id", rid)])
@@ -811,6 +811,7 @@ class Gateway:
         if controls or route.fixed is None:  # the request or the route has a say
             facts = self._facts(headers, raw, model)
             if principal is not None:
+                facts.principal = principal
                 principal.check_metadata(facts.metadata())
             if facts.timeout is not None:
                 deadline = time.monotonic() + facts.timeout

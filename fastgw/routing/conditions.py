@@ -25,7 +25,9 @@ from ..api.errors import bad_request
 #: A missing field (distinct from JSON null).
 MISSING: Any = object()
 
-SOURCES = ("model", "header", "metadata", "body")
+SOURCES = ("model", "header", "metadata", "body", "key")
+#: What ``key.<field>`` may name: the calling virtual key's name, team and tags.
+KEY_FIELDS = ("name", "team", "tags")
 OPERATORS = (
     "eq",
     "ne",
@@ -56,8 +58,8 @@ class FieldRef:
         source, _, rest = text.partition(".")
         if source not in SOURCES:
             raise ValueError(
-                f"unknown field {text!r}: expected model, header.<name>, metadata.<key> or "
-                "body.<key>"
+                f"unknown field {text!r}: expected model, header.<name>, metadata.<key>, "
+                "body.<key> or key.name|team|tags"
             )
         if source == "model":
             if rest:
@@ -65,6 +67,10 @@ class FieldRef:
             path: tuple[str | int, ...] = ()
         elif not rest:
             raise ValueError(f"{source!r} needs a name after the dot (e.g. {source}.user)")
+        elif source == "key":
+            if rest not in KEY_FIELDS:
+                raise ValueError(f"'key.' takes one of {', '.join(KEY_FIELDS)}, got {rest!r}")
+            path = (rest,)
         elif source == "header":
             if not _TOKEN.fullmatch(rest):
                 raise ValueError(f"{rest!r} is not a valid HTTP header name")
@@ -90,6 +96,7 @@ class RequestFacts:
         "_metadata",
         "headers",
         "model",
+        "principal",
         "raw",
         "require_region",
         "require_tags",
@@ -107,6 +114,8 @@ class RequestFacts:
         self.model = model
         self._body: Any = MISSING
         self._metadata: Any = MISSING
+        #: The calling virtual key (``key.*`` fields), when keys are in use.
+        self.principal: Any = None
         self.require_region: frozenset[str] | None = None
         self.require_tags: frozenset[str] = frozenset()
         self.timeout: float | None = None
@@ -154,6 +163,15 @@ class RequestFacts:
         src = ref.source
         if src == "model":
             return self.model
+        if src == "key":
+            p = self.principal
+            if p is None:
+                return MISSING
+            field = ref.path[0]
+            if field == "tags":
+                return sorted(p.tags)
+            v = p.name if field == "name" else p.team
+            return MISSING if v is None else v
         if src == "header":
             v = self.header(str(ref.path[0]))
             return MISSING if v is None else v

@@ -36,6 +36,19 @@ def gw(mock: Proc) -> Iterator[Proc]:
             "gpt-test": {"targets": [{"provider": "mock", "model": "m1"}]},
             "smart-a": {"targets": [{"provider": "mock", "model": "m2"}]},
             "secret-model": {"targets": [{"provider": "mock", "model": "m3"}]},
+            "by-caller": {
+                "strategy": "conditional",
+                "conditions": [
+                    {"when": {"key.team": "research"}, "then": "lab"},
+                    {"when": {"key.tags": {"contains": "beta"}}, "then": "beta"},
+                ],
+                "default": "main",
+                "targets": [
+                    {"name": "lab", "provider": "mock", "model": "lab-m"},
+                    {"name": "beta", "provider": "mock", "model": "beta-m"},
+                    {"name": "main", "provider": "mock", "model": "main-m"},
+                ],
+            },
             "regional": {
                 "targets": [
                     {"provider": "other", "model": "us-m", "region": "us"},
@@ -49,14 +62,14 @@ def gw(mock: Proc) -> Iterator[Proc]:
                 "name": "research",
                 "key": RESEARCH,
                 "team": "research",
-                "models": ["gpt-test", "smart-*", "secret-model", "regional"],
+                "models": ["gpt-test", "smart-*", "secret-model", "regional", "by-caller"],
             },
             {
                 "name": "hashed",
                 "hash": "sha256:" + hashlib.sha256(HASHED.encode()).hexdigest(),
                 "endpoints": ["chat/completions"],
             },
-            {"name": "capped", "key": CAPPED, "max_tokens": 100},
+            {"name": "capped", "key": CAPPED, "max_tokens": 100, "tags": ["beta"]},
             {"name": "off", "key": DISABLED, "disabled": True},
             {"name": "old", "key": EXPIRED, "expires": "2020-01-01"},
             {"name": "eu", "key": EU_ONLY, "regions": ["EU"], "metadata": ["tier"]},
@@ -143,7 +156,7 @@ async def test_regions_of_a_key_restrict_targets(http: aiohttp.ClientSession, gw
 async def test_models_lists_what_the_key_may_use(http: aiohttp.ClientSession, gw: Proc) -> None:
     async with http.get(f"{gw.url}/v1/models", headers=bearer(RESEARCH)) as r:
         ids = {m["id"] for m in (await r.json())["data"]}
-    assert ids == {"gpt-test", "smart-a", "regional"}
+    assert ids == {"gpt-test", "smart-a", "regional", "by-caller"}
     async with http.get(f"{gw.url}/v1/models") as r:
         assert r.status == 401
     for path in ("/healthz", "/readyz", "/metrics"):  # operations endpoints: no key
@@ -190,3 +203,9 @@ async def test_allowed_metadata(http: aiohttp.ClientSession, gw: Proc) -> None:
     status, data = await post(http, gw, bad, body("regional"))
     assert status == 403
     assert "may not send metadata 'user' (allowed: tier)" in data["error"]["message"]
+
+
+async def test_routing_by_the_callers_team_and_tags(http: aiohttp.ClientSession, gw: Proc) -> None:
+    for key, upstream in ((RESEARCH, "lab-m"), (CAPPED, "beta-m"), (HASHED, "main-m")):
+        status, data = await post(http, gw, bearer(key), body("by-caller"))
+        assert (status, data["model"]) == (200, upstream), key
