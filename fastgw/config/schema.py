@@ -254,7 +254,7 @@ class StateConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     #: ``closed`` (refuse with 503).
     on_error: str = "open"
     #: redis: the longest wait for one operation before it counts as unreachable.
-    timeout: Duration = 0.25
+    timeout: Duration = 1.0
 
 
 class GatewayConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
