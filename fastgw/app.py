@@ -815,6 +815,11 @@ class Gateway:
                 principal.check_metadata(facts.metadata())
             if facts.timeout is not None:
                 deadline = time.monotonic() + facts.timeout
+        byok: str | None = None  # bring-your-own-key (providers with key_passthrough)
+        if controls:
+            byok = _provider_key(headers)
+            if byok is not None and principal is not None:
+                principal.check_passthrough()
         estimate = len(raw) // 4 + 1  # the prompt's tokens, estimated (~4 bytes each)
         del raw
         targets = route.order(facts)
@@ -858,7 +863,7 @@ class Gateway:
                     try:
                         if mreq is not None and target.provider.kind == "anthropic":
                             sent = await self._attempt_passthrough(
-                                target, mreq, default_model, rid, headers, timeouts
+                                target, mreq, default_model, rid, headers, timeouts, byok
                             )
                         else:
                             if req is None:
@@ -867,7 +872,7 @@ class Gateway:
                                     Endpoint.CHAT, anthropic_api.to_openai_chat(mreq)
                                 )
                             sent = await self._attempt(
-                                target, req, default_model, rid, timeouts, out
+                                target, req, default_model, rid, timeouts, out, byok
                             )
                     except GatewayError as err:
                         upstream = err.transport or err.upstream_status is not None
@@ -975,9 +980,11 @@ class Gateway:
         rid: bytes,
         timeouts: Timeouts,
         out: _Output,
+        byok: str | None = None,
     ) -> _Sent:
         """One attempt on one target, up to the answer's head (and, for a stream, its first
-        bytes): failures raise, so they can be retried or failed over."""
+        bytes): failures raise, so they can be retried or failed over. ``byok``: the
+        caller's own provider key (``x-fastgw-provider-key``)."""
         client = self._client()
         if target.overrides:
             req = req.with_overrides(target.overrides)
@@ -992,6 +999,8 @@ class Gateway:
                 code="unsupported_endpoint",
             )
         ureq = provider.build_request(req, model, rid.decode())
+        if target.passthrough is not None:
+            ureq.headers.update(_byok_header(target, byok))
         data = target.wire.request(ureq.path, ureq.headers, ureq.body)
         stream = req.stream
         relay: RelayFilter | None = None
@@ -1042,13 +1051,14 @@ class Gateway:
         rid: bytes,
         headers: Headers,
         timeouts: Timeouts,
+        byok: str | None = None,
     ) -> _Sent:
         """A Messages request to an Anthropic target: the client's bytes (model renamed when
         the target says so), the answer relayed as it is."""
         client = self._client()
         stream = mreq.stream
         data = _passthrough_request(
-            headers, mreq.raw, target, default_model, rid, "/messages", stream
+            headers, mreq.raw, target, default_model, rid, "/messages", stream, byok
         )
         try:
             resp = await client.request(target.wire.origin, data, timeouts, stream)
@@ -1160,6 +1170,7 @@ def _passthrough_request(
     rid: bytes,
     path: str,
     stream: bool = False,
+    byok: str | None = None,
 ) -> bytes:
     """The wire bytes of a Messages API request to an Anthropic target: the client's body
     (model renamed when the target names one) and its ``anthropic-beta`` header."""
@@ -1174,7 +1185,39 @@ def _passthrough_request(
             out["anthropic-beta"] = value.decode("latin-1")
     if stream:
         out["accept"] = "text/event-stream"
+    if target.passthrough is not None:
+        out.update(_byok_header(target, byok))
     return target.wire.request(path, out, raw)
+
+
+def _byok_header(target: Target, byok: str | None) -> dict[str, str]:
+    """The auth header of a bring-your-own-key provider, from the caller's key."""
+    assert target.passthrough is not None
+    if byok is None:
+        raise GatewayError(
+            401,
+            f"Provider '{target.provider.name}' takes the caller's own key: send it in the "
+            "x-fastgw-provider-key header.",
+            "authentication_error",
+            "provider_key_required",
+        )
+    name, template = target.passthrough
+    return {name: template.format(key=byok)}
+
+
+def _provider_key(headers: Headers) -> str | None:
+    """The caller's own provider key (``x-fastgw-provider-key``), checked for sanity."""
+    for name, value in headers:
+        if name == b"x-fastgw-provider-key":
+            key = value.strip()
+            if not key or len(key) > 512 or any(c < 0x21 or c > 0x7E for c in key):
+                raise bad_request(
+                    "The x-fastgw-provider-key header must be a key of printable ASCII.",
+                    param="x-fastgw-provider-key",
+                    code="invalid_header",
+                )
+            return key.decode("ascii")
+    return None
 
 
 def _header_set(value: bytes, name: str) -> frozenset[str]:

@@ -258,6 +258,14 @@ def _semantic_checks(cfg: GatewayConfig, fail: typing.Callable[[str, str], None]
             fail(f"providers.{name}.base_url", f"expected an http(s) URL, got {p.base_url!r}")
         if p.max_connections < 1:
             fail(f"providers.{name}.max_connections", "must be at least 1")
+        if p.key_passthrough:
+            if p.api_key:
+                fail(
+                    f"providers.{name}.api_key",
+                    "a key_passthrough provider uses each caller's own key: omit api_key",
+                )
+            if p.kind == "bedrock":
+                fail(f"providers.{name}.key_passthrough", "not supported for bedrock (SigV4)")
         for h, value in p.headers.items():
             if not h or any(c in h for c in " :\r\n"):
                 fail(f"providers.{name}.headers", f"invalid header name {h!r}")

@@ -76,6 +76,10 @@ class ProviderConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     timeout: TimeoutConfig | None = None
     #: Upper bound of open connections to this provider from one worker.
     max_connections: int = 10000
+    #: Bring-your-own-key: the provider has no ``api_key`` here; each request carries the
+    #: caller's own key for it in ``x-fastgw-provider-key`` (allowed only to keys or teams
+    #: with ``passthrough: true`` when keys are in use). Off by default.
+    key_passthrough: bool = False
 
 
 class RetryConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -204,6 +208,9 @@ class AccessConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     max_tokens: int | None = None
     #: Keys the ``x-fastgw-metadata`` header may carry (empty: any).
     metadata: list[str] = []
+    #: May send its own provider key (``x-fastgw-provider-key``) to providers with
+    #: ``key_passthrough``.
+    passthrough: bool = False
     limits: LimitsConfig | None = None
 
 

@@ -35,6 +35,7 @@ class Rules:
         "metadata",
         "models",
         "name",
+        "passthrough",
         "providers",
         "regions",
     )
@@ -48,6 +49,7 @@ class Rules:
         self.endpoints = frozenset(e.strip("/") for e in cfg.endpoints)
         self.max_tokens = cfg.max_tokens
         self.metadata = frozenset(cfg.metadata)
+        self.passthrough = cfg.passthrough
 
     def check_model(self, model: str) -> None:
         for rx in self.deny:
@@ -177,6 +179,14 @@ class Principal:
                             f"{r.name} may not send metadata '{k}' (allowed: "
                             f"{', '.join(sorted(r.metadata))})."
                         )
+
+    def check_passthrough(self) -> None:
+        """403 unless the key or its team may send its own provider key."""
+        if not any(r.passthrough for r in self.rules):
+            raise forbidden(
+                f"key '{self.name}' may not send its own provider key "
+                "(x-fastgw-provider-key); its access rules do not set passthrough."
+            )
 
     def eligible(self, targets: list[Target], model: str) -> list[Target]:
         """The targets whose provider and region every rule allows (403 when none)."""

@@ -35,6 +35,13 @@ from .conditions import Condition, FieldRef, RequestFacts, sticky_key
 from .health import Breaker, Stats
 
 _STATS_STRATEGIES = ("least-latency", "least-busy")
+#: How a bring-your-own-key request's provider key is sent, by provider kind (the rest are
+#: OpenAI-compatible: ``Authorization: Bearer``).
+_PASSTHROUGH_AUTH = {
+    "azure": ("api-key", "{key}"),
+    "anthropic": ("x-api-key", "{key}"),
+    "gemini": ("x-goog-api-key", "{key}"),
+}
 
 
 class Target:
@@ -50,6 +57,7 @@ class Target:
         "model",
         "name",
         "overrides",
+        "passthrough",
         "provider",
         "provider_header",
         "region",
@@ -101,6 +109,9 @@ class Target:
         #: Calls that got an answer / failed (connection, timeout, 5xx, counted 429s).
         self.calls_ok = 0
         self.calls_failed = 0
+        #: Bring-your-own-key provider: the auth header each request must supply, as
+        #: (header name, value template with ``{key}``); None: the provider has its key.
+        self.passthrough: tuple[str, str] | None = None
         self.region = region.strip().lower() if region else None
         self.tags = frozenset(t.strip().lower() for t in tags or ())
 
@@ -353,6 +364,12 @@ class Router:
                     name=t.name,
                 )
             )
+            leaf = children[-1]
+            assert isinstance(leaf, Target)
+            if gcfg.providers[t.provider].key_passthrough:
+                leaf.passthrough = _PASSTHROUGH_AUTH.get(
+                    leaf.provider.kind, ("authorization", "Bearer {key}")
+                )
         return Node(label, cfg, children, [t.weight for t in targets], names)
 
     def resolve(self, model: str) -> tuple[Route, str] | None:

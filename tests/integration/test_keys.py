@@ -22,6 +22,7 @@ CAPPED = "sk-fastgw-capped-key-0123456789"
 DISABLED = "sk-fastgw-disabled-0123456789"
 EXPIRED = "sk-fastgw-expired-01234567890"
 EU_ONLY = "sk-fastgw-eu-only-0123456789"
+BYO = "sk-fastgw-bring-own-0123456789"
 
 
 @pytest.fixture(scope="module")
@@ -31,11 +32,13 @@ def gw(mock: Proc) -> Iterator[Proc]:
         "providers": {
             "mock": {"kind": "openai", "base_url": base, "api_key": SECRET},
             "other": {"kind": "openai", "base_url": base, "api_key": SECRET},
+            "byo": {"kind": "openai", "base_url": base, "key_passthrough": True},
         },
         "models": {
             "gpt-test": {"targets": [{"provider": "mock", "model": "m1"}]},
             "smart-a": {"targets": [{"provider": "mock", "model": "m2"}]},
             "secret-model": {"targets": [{"provider": "mock", "model": "m3"}]},
+            "byo-model": {"targets": [{"provider": "byo", "model": "byo-m"}]},
             "by-caller": {
                 "strategy": "conditional",
                 "conditions": [
@@ -69,6 +72,7 @@ def gw(mock: Proc) -> Iterator[Proc]:
                 "hash": "sha256:" + hashlib.sha256(HASHED.encode()).hexdigest(),
                 "endpoints": ["chat/completions"],
             },
+            {"name": "byo", "key": BYO, "passthrough": True},
             {"name": "capped", "key": CAPPED, "max_tokens": 100, "tags": ["beta"]},
             {"name": "off", "key": DISABLED, "disabled": True},
             {"name": "old", "key": EXPIRED, "expires": "2020-01-01"},
@@ -209,3 +213,27 @@ async def test_routing_by_the_callers_team_and_tags(http: aiohttp.ClientSession,
     for key, upstream in ((RESEARCH, "lab-m"), (CAPPED, "beta-m"), (HASHED, "main-m")):
         status, data = await post(http, gw, bearer(key), body("by-caller"))
         assert (status, data["model"]) == (200, upstream), key
+
+
+async def test_bring_your_own_provider_key(
+    http: aiohttp.ClientSession, gw: Proc, mock: Proc
+) -> None:
+    own = "sk-team-own-openai-key-42"
+    hdrs = {**bearer(BYO), "x-fastgw-provider-key": own}
+    status, data = await post(http, gw, hdrs, body("byo-model"))
+    assert status == 200, data
+    async with http.get(f"{mock.url}/_mock/requests") as r:
+        seen = [e for e in await r.json() if e["body"] and e["body"].get("model") == "byo-m"]
+    assert seen[-1]["headers"]["authorization"] == f"Bearer {own}"
+    assert "x-fastgw-provider-key" not in seen[-1]["headers"]
+    # a key without passthrough may not send one; a passthrough provider needs one
+    status, data = await post(
+        http, gw, {**bearer(RESEARCH), "x-fastgw-provider-key": own}, body("gpt-test")
+    )
+    assert status == 403 and "may not send its own provider key" in data["error"]["message"]
+    status, data = await post(http, gw, bearer(BYO), body("byo-model"))
+    assert (status, data["error"]["code"]) == (401, "provider_key_required")
+    status, data = await post(
+        http, gw, {**bearer(BYO), "x-fastgw-provider-key": "bad key\u00e9"}, body("byo-model")
+    )
+    assert status == 400

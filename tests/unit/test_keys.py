@@ -108,3 +108,21 @@ def test_config_errors_for_keys() -> None:
         "keys[4]: the same key as 'b'",
     ):
         assert expected in errors, errors
+
+
+def test_key_passthrough_providers_hold_no_key() -> None:
+    with pytest.raises(ConfigError) as e:
+        validate(
+            {
+                "providers": {
+                    "a": {"kind": "openai", "api_key": "sk-x", "key_passthrough": True},
+                    "b": {"kind": "bedrock", "aws_region": "us-east-1", "key_passthrough": True},
+                }
+            },
+            env={},
+        )
+    assert (
+        "providers.a.api_key: a key_passthrough provider uses each caller's own key: omit api_key"
+        in e.value.errors
+    )
+    assert "providers.b.key_passthrough: not supported for bedrock (SigV4)" in e.value.errors
