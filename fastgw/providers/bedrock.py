@@ -125,6 +125,7 @@ from .base import StreamTranslator, UpstreamRequest, Usage
 from .common import (
     DONE,
     ChatMessage,
+    ChatRequestView,
     ChoiceChunks,
     ContentPart,
     OChoice,
@@ -132,7 +133,6 @@ from .common import (
     OMessage,
     OToolCall,
     RawFunctionDef,
-    ResponseFormat,
     Tool,
     ToolCall,
     ToolChoice,
@@ -172,50 +172,7 @@ _EVENT_STREAM = b"application/vnd.amazon.eventstream"
 # -- the OpenAI request, as far as the translation reads it -----------------------------------
 
 
-class _ChatRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    model: str
-    messages: list[ChatMessage]
-    stream: bool | None = None
-    stream_options: Any = None
-    max_tokens: int | None = None
-    max_completion_tokens: int | None = None
-    stop: str | list[str] | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    tools: list[Tool[RawFunctionDef]] | None = None
-    tool_choice: str | ToolChoice | None = None
-    parallel_tool_calls: bool | None = None
-    # dropped (OpenAI-side only)
-    store: Any = None
-    metadata: Any = None
-    service_tier: Any = None
-    prompt_cache_key: Any = None
-    prompt_cache_retention: Any = None
-    seed: Any = None
-    user: Any = None
-    safety_identifier: Any = None
-    # accepted only at their no-op value
-    n: int | None = None
-    logprobs: bool | None = None
-    top_logprobs: int | None = None
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
-    logit_bias: dict[str, Any] | None = None
-    response_format: ResponseFormat | None = None
-    modalities: list[str] | None = None
-    # rejected when set
-    audio: Any = None
-    prediction: Any = None
-    reasoning_effort: Any = None
-    verbosity: Any = None
-    web_search_options: Any = None
-    functions: Any = None
-    function_call: Any = None
-    # the mock upstream's controls: forwarded
-    mock: msgspec.Raw = msgspec.Raw()
-
-
-_request_decoder = msgspec.json.Decoder(_ChatRequest)
+_request_decoder = msgspec.json.Decoder(ChatRequestView)
 #: OpenAI image media types → Converse image formats.
 _IMAGE_FORMATS = {
     "image/png": "png",
@@ -236,7 +193,7 @@ def _unsupported(param: str, what: str) -> GatewayError:
 # -- request translation ----------------------------------------------------------------------
 
 
-def _check_parameters(req: _ChatRequest) -> None:
+def _check_parameters(req: ChatRequestView) -> None:
     """Reject what cannot be dropped without changing the answer (see the module table)."""
     reject_changing_parameters(req, _KIND)
     if req.parallel_tool_calls is False and req.tools:

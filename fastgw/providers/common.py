@@ -164,6 +164,53 @@ class ResponseFormat(msgspec.Struct):
     type: str
 
 
+class ChatRequestView(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """An OpenAI chat request as far as the adapters with a fixed parameter rule (Anthropic,
+    Bedrock) read it: every field OpenAI defines is named, so an unknown one is a 400. The
+    groups follow their module tables; an adapter that uses a dropped field re-types it."""
+
+    model: str
+    messages: list[ChatMessage]
+    stream: bool | None = None
+    stream_options: Any = None
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    stop: str | list[str] | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    tools: list[Tool[RawFunctionDef]] | None = None
+    tool_choice: str | ToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    # dropped (OpenAI-side only)
+    store: Any = None
+    metadata: Any = None
+    service_tier: Any = None
+    prompt_cache_key: Any = None
+    prompt_cache_retention: Any = None
+    seed: Any = None
+    user: Any = None
+    safety_identifier: Any = None
+    # accepted only at their no-op value
+    n: int | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    logit_bias: dict[str, Any] | None = None
+    response_format: ResponseFormat | None = None
+    modalities: list[str] | None = None
+    # rejected when set
+    audio: Any = None
+    prediction: Any = None
+    reasoning_effort: Any = None
+    verbosity: Any = None
+    web_search_options: Any = None
+    functions: Any = None
+    function_call: Any = None
+    # the mock upstream's controls: forwarded
+    mock: msgspec.Raw = msgspec.Raw()
+
+
 # -- request checks of the adapters with a fixed parameter rule (Anthropic, Bedrock) ------------
 
 T = TypeVar("T")
