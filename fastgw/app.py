@@ -723,6 +723,8 @@ class Gateway:
                 facts.require_tags = _header_set(value, "x-fastgw-tags")
             elif name == b"x-fastgw-timeout":
                 facts.timeout = _header_timeout(value, self.cfg.routing.max_request_timeout)
+            elif name == b"x-fastgw-provider-key":
+                facts.provider_key = _provider_key(value)
         return facts
 
     async def _proxy(
@@ -815,11 +817,10 @@ class Gateway:
                 principal.check_metadata(facts.metadata())
             if facts.timeout is not None:
                 deadline = time.monotonic() + facts.timeout
-        byok: str | None = None  # bring-your-own-key (providers with key_passthrough)
-        if controls:
-            byok = _provider_key(headers)
-            if byok is not None and principal is not None:
-                principal.check_passthrough()
+        # bring-your-own-key (providers with key_passthrough); the header is an x-fastgw-* one
+        byok = facts.provider_key if facts is not None else None
+        if byok is not None and principal is not None:
+            principal.check_passthrough()
         estimate = len(raw) // 4 + 1  # the prompt's tokens, estimated (~4 bytes each)
         del raw
         targets = route.order(facts)
@@ -1205,19 +1206,16 @@ def _byok_header(target: Target, byok: str | None) -> dict[str, str]:
     return {name: template.format(key=byok)}
 
 
-def _provider_key(headers: Headers) -> str | None:
+def _provider_key(value: bytes) -> str:
     """The caller's own provider key (``x-fastgw-provider-key``), checked for sanity."""
-    for name, value in headers:
-        if name == b"x-fastgw-provider-key":
-            key = value.strip()
-            if not key or len(key) > 512 or any(c < 0x21 or c > 0x7E for c in key):
-                raise bad_request(
-                    "The x-fastgw-provider-key header must be a key of printable ASCII.",
-                    param="x-fastgw-provider-key",
-                    code="invalid_header",
-                )
-            return key.decode("ascii")
-    return None
+    key = value.strip()
+    if not key or len(key) > 512 or any(c < 0x21 or c > 0x7E for c in key):
+        raise bad_request(
+            "The x-fastgw-provider-key header must be a key of printable ASCII.",
+            param="x-fastgw-provider-key",
+            code="invalid_header",
+        )
+    return key.decode("ascii")
 
 
 def _header_set(value: bytes, name: str) -> frozenset[str]:

@@ -123,11 +123,7 @@ class Limiter:
             for name, t in cfg.teams.items()
             if t.limits is not None and _any(t.limits)
         }
-        self.keys = {
-            k.name: _Scope(f"key:{k.name}", f"key '{k.name}'", k.limits)
-            for k in cfg.keys
-            if k.limits is not None and _any(k.limits)
-        }
+        self.keys = _key_scopes(cfg.keys)
         self.active = bool(self.global_ or self.models or self.teams or self.keys)
         self.state: State | None = None
         #: Token settlements not yet sent, summed per bucket (see ``owe``).
@@ -139,11 +135,7 @@ class Limiter:
 
     def update_keys(self, keys: list[KeyConfig]) -> None:
         """The keys changed at run time (admin API): their limits from now on."""
-        self.keys = {
-            k.name: _Scope(f"key:{k.name}", f"key '{k.name}'", k.limits)
-            for k in keys
-            if k.limits is not None and _any(k.limits)
-        }
+        self.keys = _key_scopes(keys)
         self._scopes = {}
         self.active = bool(self.global_ or self.models or self.teams or self.keys)
 
@@ -283,6 +275,14 @@ class Limiter:
             (t.key, t.limit) for t, s in zip(takes, owners, strict=True) if t is not s.rpm_take
         ]
         return Grant(self, state, slots, tokens, estimate, headers)
+
+
+def _key_scopes(keys: list[KeyConfig]) -> dict[str, _Scope]:
+    return {
+        k.name: _Scope(f"key:{k.name}", f"key '{k.name}'", k.limits)
+        for k in keys
+        if k.limits is not None and _any(k.limits)
+    }
 
 
 def _any(cfg: LimitsConfig) -> bool:

@@ -97,6 +97,7 @@ class RequestFacts:
         "headers",
         "model",
         "principal",
+        "provider_key",
         "raw",
         "require_region",
         "require_tags",
@@ -116,6 +117,8 @@ class RequestFacts:
         self._metadata: Any = MISSING
         #: The calling virtual key (``key.*`` fields), when keys are in use.
         self.principal: Any = None
+        #: The caller's own provider key (``x-fastgw-provider-key``), for bring-your-own-key.
+        self.provider_key: str | None = None
         self.require_region: frozenset[str] | None = None
         self.require_tags: frozenset[str] = frozenset()
         self.timeout: float | None = None
