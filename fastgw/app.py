@@ -666,7 +666,7 @@ class Gateway:
         if principal is not None:
             principal.check(mreq.model, "messages/count_tokens", b"{}")
         facts = self._facts(scope["headers"], body, mreq.model)
-        targets = route.order(facts)
+        targets = _eligible(route, facts, principal)
         target = targets[0] if targets else None
         if target is not None and target.provider.kind == "anthropic":
             await self._count_tokens_upstream(scope, send, body, target, default_model, rid)
@@ -823,9 +823,7 @@ class Gateway:
             principal.check_passthrough()
         estimate = len(raw) // 4 + 1  # the prompt's tokens, estimated (~4 bytes each)
         del raw
-        targets = route.order(facts)
-        if principal is not None and principal.restricts_targets:
-            targets = principal.eligible(targets, route.name)
+        targets = _eligible(route, facts, principal)
         # last of the checks: what is admitted here is given back in the finally below
         grant: Grant | None = None
         if self.limiter.active:
@@ -1161,6 +1159,17 @@ def _answer(
         {"type": "http.response.body", "body": data},
         usage,
     )
+
+
+def _eligible(
+    route: Route, facts: RequestFacts | None, principal: Principal | None
+) -> list[Target]:
+    """The route's targets for this request, first choice first: the strategy's order, less
+    those the request's region/tags or the key's providers/regions rule out (403 if none)."""
+    targets = route.order(facts)
+    if principal is not None and principal.restricts_targets:
+        targets = principal.eligible(targets, route.name)
+    return targets
 
 
 def _passthrough_request(
