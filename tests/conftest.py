@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from types import ModuleType
 from typing import Any
 
+import aiohttp
 import pytest
 
 from tests.servers import Proc, gateway_config, start_gateway, start_mock
@@ -76,6 +77,14 @@ def gateway(mock: Proc) -> Iterator[Proc]:
     p = start_gateway(gateway_config(mock))
     yield p
     p.stop()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    """A client session for talking to the servers (modules needing other connection
+    settings define their own)."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as s:
+        yield s
 
 
 # === end servers ==============================================================================

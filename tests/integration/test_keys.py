@@ -4,7 +4,7 @@ they may use (403 naming the rule), in each API's error shape."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
@@ -82,12 +82,6 @@ def gw(mock: Proc) -> Iterator[Proc]:
     p = start_gateway(cfg)
     yield p
     p.stop()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as s:
-        yield s
 
 
 def body(model: str, **extra: Any) -> dict[str, Any]:

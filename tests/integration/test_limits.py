@@ -5,7 +5,7 @@ limit and when to retry."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
@@ -54,12 +54,6 @@ def gw(mock: Proc) -> Iterator[Proc]:
     p = start_gateway(config(mock, "memory"))
     yield p
     p.stop()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as s:
-        yield s
 
 
 async def chat(

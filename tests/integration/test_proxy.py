@@ -24,12 +24,6 @@ def chat_body(model: str = "gpt-test", **extra: Any) -> dict[str, Any]:
     return {"model": model, "messages": [{"role": "user", "content": "hello gateway"}], **extra}
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as s:
-        yield s
-
-
 async def mock_requests(http: aiohttp.ClientSession, mock: Proc) -> list[dict[str, Any]]:
     async with http.get(f"{mock.url}/_mock/requests") as r:
         data: list[dict[str, Any]] = await r.json()
