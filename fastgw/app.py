@@ -26,7 +26,7 @@ from .admin import AdminAPI
 from .api import anthropic as anthropic_api
 from .api.errors import GatewayError, bad_request, not_found
 from .api.openai import Endpoint, ParsedRequest, parse_request
-from .asgi import ASGIApp, Message, Receive, Scope, Send
+from .asgi import ASGIApp, Message, Receive, Scope, Send, read_body
 from .config import GatewayConfig, parse_duration, resolve_config
 from .policy.keys import KeyStore, Principal
 from .policy.limits import Grant, Limiter
@@ -517,29 +517,11 @@ class Gateway:
                 watcher.stop()
 
     async def _read_body(self, receive: Receive, content_length: int) -> bytes:
-        """The request body, at most ``max_body_bytes``. A larger body is still read (and
-        dropped) up to ``_DRAIN_LIMIT`` past the limit, so the client gets its 413 instead of
-        a reset while it is writing."""
-        limit = self.max_body
-        msg = await receive()
-        body: bytes = msg.get("body", b"")
-        if not msg.get("more_body", False) and len(body) <= limit:
-            return body  # the common case: one message
-        if content_length > limit + _DRAIN_LIMIT:
-            raise self._too_large()
-        parts = [body]
-        size = len(body)
-        while msg.get("more_body", False) and size <= limit + _DRAIN_LIMIT:
-            msg = await receive()
-            if msg["type"] == "http.disconnect":
-                raise GatewayError(400, "Client disconnected while sending the body.")
-            chunk = msg.get("body", b"")
-            size += len(chunk)
-            if size <= limit:
-                parts.append(chunk)
-        if size > limit:
-            raise self._too_large()
-        return b"".join(parts)
+        """The request body, at most ``max_body_bytes`` (413 above, after draining up to
+        ``_DRAIN_LIMIT`` more so the client sees it)."""
+        return await read_body(
+            receive, self.max_body, content_length, self._too_large, _DRAIN_LIMIT
+        )
 
     def _too_large(self) -> GatewayError:
         return GatewayError(

@@ -26,7 +26,7 @@ from typing import Any
 import msgspec
 
 from ..api.errors import GatewayError, bad_request, not_found
-from ..asgi import Receive, Scope, Send
+from ..asgi import Receive, Scope, Send, read_body
 from ..config.keyspec import (
     check_admin_token,
     key_hash,
@@ -374,23 +374,11 @@ class AdminAPI:
 
     async def _body(self, scope: Scope, receive: Receive) -> bytes:
         """The request body, at most ``max_body`` bytes (413 above)."""
-        limit = self.max_body
+        declared = -1
         for hname, value in scope["headers"]:
-            if hname == b"content-length" and value.isdigit() and int(value) > limit:
-                raise self._too_large()
-        parts: list[bytes] = []
-        size = 0
-        while True:
-            msg = await receive()
-            if msg["type"] == "http.disconnect":
-                raise bad_request("Client disconnected while sending the body.")
-            chunk: bytes = msg.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise self._too_large()
-            parts.append(chunk)
-            if not msg.get("more_body", False):
-                return b"".join(parts)
+            if hname == b"content-length" and value.isdigit():
+                declared = int(value)
+        return await read_body(receive, self.max_body, declared, self._too_large)
 
     def _too_large(self) -> GatewayError:
         return GatewayError(
