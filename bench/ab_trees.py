@@ -47,7 +47,47 @@ wrk.headers["Content-Type"] = "application/json"
 """
 
 
-def _wrk(url: str, script: str, conns: int, seconds: int, latency: bool = False) -> str:
+def start_mock() -> tuple[subprocess.Popen[bytes], int]:
+    """The mock upstream on core 1 (its own process group) and its port."""
+    port = free_port()
+    proc = subprocess.Popen(
+        ["taskset", "-c", "1", sys.executable, "-m", "fastgw.mock", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    return proc, port
+
+
+def start_gateway(config: str, cwd: str | None = None) -> tuple[subprocess.Popen[bytes], int]:
+    """``python -m fastgw serve`` (run from ``cwd``: that checkout's fastgw) with one worker
+    on core 0, no FASTGW_* variables of ours, and its port."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FASTGW")}
+    proc = subprocess.Popen(
+        [
+            "taskset",
+            "-c",
+            "0",
+            sys.executable,
+            "-m",
+            "fastgw",
+            "serve",
+            "--config",
+            config,
+            "--port",
+            str(port),
+        ],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    return proc, port
+
+
+def wrk_output(url: str, script: str, conns: int, seconds: int, latency: bool = False) -> str:
     cmd = ["taskset", "-c", "1", "wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "-s", script]
     if latency:
         cmd.append("--latency")
@@ -59,14 +99,7 @@ def main() -> None:
     parser.add_argument("trees", nargs="+")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    py = sys.executable
-    mock_port = free_port()
-    mock = subprocess.Popen(
-        ["taskset", "-c", "1", py, "-m", "fastgw.mock", "--port", str(mock_port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    mock, mock_port = start_mock()
     results: dict[str, list[tuple[float, float]]] = {t: [] for t in args.trees}
     with tempfile.TemporaryDirectory() as tmp:
         cfg = os.path.join(tmp, "gw.yaml")
@@ -83,27 +116,17 @@ def main() -> None:
             wait_port(mock_port, 20)
             for _ in range(args.rounds):
                 for tree in args.trees:
-                    port = free_port()
-                    env = {k: v for k, v in os.environ.items() if not k.startswith("FASTGW")}
-                    cmd = ["taskset", "-c", "0", py, "-m", "fastgw", "serve"]
-                    gw = subprocess.Popen(
-                        [*cmd, "--config", cfg, "--port", str(port)],
-                        cwd=tree,
-                        env=env,
-                        stdout=subprocess.DEVNULL,
-                        stderr=subprocess.DEVNULL,
-                        start_new_session=True,
-                    )
+                    gw, port = start_gateway(cfg, cwd=tree)
                     try:
                         wait_port(port, 20)
                         time.sleep(0.3)
                         url = f"http://127.0.0.1:{port}/v1/chat/completions"
-                        _wrk(url, script, 1, 1)
-                        out = _wrk(url, script, 1, 4, latency=True)
+                        wrk_output(url, script, 1, 1)
+                        out = wrk_output(url, script, 1, 4, latency=True)
                         m = re.search(r"50%\s+([\d.]+)(us|ms)", out)
                         assert m is not None, out
                         p50 = float(m.group(1)) * (1000 if m.group(2) == "ms" else 1)
-                        out = _wrk(url, script, 64, 4)
+                        out = wrk_output(url, script, 64, 4)
                         r = re.search(r"Requests/sec:\s+([\d.]+)", out)
                         assert r is not None, out
                         results[tree].append((p50, float(r.group(1))))

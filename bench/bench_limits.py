@@ -17,7 +17,6 @@ import os
 import re
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,8 +29,12 @@ import yaml
 if __package__ in (None, ""):  # run as a script: make ``bench.ab_trees`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.ab_trees import wait_port  # after the sys.path fix above
-from bench.run import free_port
+from bench.ab_trees import (  # after the sys.path fix
+    start_gateway,
+    start_mock,
+    wait_port,
+    wrk_output,
+)
 
 KEY = "sk-fastgw-bench-key-0123456789abcdef"
 LUA = """wrk.method = "POST"
@@ -68,8 +71,7 @@ def variants(mock_port: int, prefix: str) -> dict[str, dict[str, Any]]:
 
 
 def run_wrk(url: str, script: str, seconds: int) -> float:
-    cmd = ["taskset", "-c", "1", "wrk", "-t1", "-c64", f"-d{seconds}s", "-s", script, url]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    out = wrk_output(url, script, 64, seconds)
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if non2xx:
         raise RuntimeError(f"{non2xx.group(1)} requests failed:\n{out}")
@@ -85,14 +87,7 @@ def main() -> None:
     parser.add_argument("--only", help="comma-separated variant names")
     parser.add_argument("--json", help="write the results here too")
     args = parser.parse_args()
-    py = sys.executable
-    mock_port = free_port()
-    mock = subprocess.Popen(
-        ["taskset", "-c", "1", py, "-m", "fastgw.mock", "--port", str(mock_port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    mock, mock_port = start_mock()
     prefix = uuid.uuid4().hex[:8]
     configs = variants(mock_port, prefix)
     if args.only:
@@ -107,27 +102,7 @@ def main() -> None:
                 for name, cfg in configs.items():
                     path = os.path.join(tmp, "gw.yaml")
                     Path(path).write_text(yaml.safe_dump(cfg))
-                    port = free_port()
-                    env = {k: v for k, v in os.environ.items() if not k.startswith("FASTGW")}
-                    gw = subprocess.Popen(
-                        [
-                            "taskset",
-                            "-c",
-                            "0",
-                            py,
-                            "-m",
-                            "fastgw",
-                            "serve",
-                            "--config",
-                            path,
-                            "--port",
-                            str(port),
-                        ],
-                        env=env,
-                        stdout=subprocess.DEVNULL,
-                        stderr=subprocess.DEVNULL,
-                        start_new_session=True,
-                    )
+                    gw, port = start_gateway(path)
                     try:
                         wait_port(port, 20)
                         url = f"http://127.0.0.1:{port}/v1/chat/completions"
