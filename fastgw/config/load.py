@@ -15,6 +15,7 @@ import msgspec
 import yaml
 
 from ..api.openai import NOT_OVERRIDABLE
+from ..catalog import check_overrides
 from ..routing.conditions import Condition, FieldRef
 from .keyspec import check_admin_token, key_errors, key_hash
 from .schema import STATE_BACKENDS, STRATEGIES, GatewayConfig, TargetConfig, _StrategyFields
@@ -312,6 +313,10 @@ def _semantic_checks(cfg: GatewayConfig, fail: typing.Callable[[str, str], None]
             value = getattr(lim, field)
             if value is not None and value < 1:
                 fail(f"{path}.{field}", "must be at least 1 (omit it for no limit)")
+    if cfg.catalog.path is not None and not cfg.catalog.path.strip():
+        fail("catalog.path", "cannot be empty (omit it for the default)")
+    for path, message in check_overrides(cfg.catalog.models):
+        fail(path, message)
     r = cfg.routing
     if r.max_metadata_bytes < 2:
         fail("routing.max_metadata_bytes", "must be at least 2")

@@ -11,6 +11,8 @@ from typing import Annotated
 
 import msgspec
 
+from ..catalog.schema import ModelPatch
+
 #: A duration in seconds. In the file: a number (seconds) or "<n>ms|s|m|h".
 Duration = Annotated[float, "duration"]
 
@@ -264,6 +266,20 @@ class StateConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     timeout: Duration = 1.0
 
 
+class CatalogConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """The model catalog (prices, context windows, capabilities; docs/catalog.md): the
+    shipped file, then the file at ``path``, then ``models``."""
+
+    #: The catalog file ``fastgw catalog update`` writes and the gateway follows; omitted:
+    #: ``fastgw-<uid>/catalog-<tag>.json`` under /var/tmp, beside the admin key store.
+    path: str | None = None
+    #: Overrides and additions: a known model changes only the fields given (e.g. just
+    #: ``input``); a new one needs at least ``input``, ``output`` and ``context_window``.
+    models: dict[str, ModelPatch] = {}
+    #: How often each worker checks ``path`` for a new catalog.
+    watch: Duration = 1.0
+
+
 class GatewayConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     providers: dict[str, ProviderConfig] = {}
@@ -279,3 +295,5 @@ class GatewayConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     admin: AdminConfig | None = None
     #: Limits on the whole gateway (every caller together).
     limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
+    #: The model catalog: where its file lives and the config's overrides.
+    catalog: CatalogConfig = msgspec.field(default_factory=CatalogConfig)
