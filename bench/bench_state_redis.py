@@ -1,11 +1,11 @@
 """Micro-benchmark of the ``redis`` state backend against a running Redis.
 
 Run: ``python bench/bench_state_redis.py [--url URL] [--ops N] [--concurrency C]``. For each
-operation, C tasks share one ``RedisState`` (its connection pool) and run N calls in all; it
-prints calls/s and the p50/p99 latency of one call in µs (time.perf_counter_ns around each
-call, so queueing for a connection is included). Operations: ``take_many`` of 1 bucket, of
-3 buckets, and ``acquire`` + ``release`` (two calls, timed together). Uses uvloop when
-installed (as the gateway does) unless ``--asyncio``. Numbers only; nothing is asserted.
+operation, C tasks share one ``RedisState`` (its one pipelined connection) and run N calls
+in all; it prints calls/s and the p50/p99 latency of one call in µs (time.perf_counter_ns
+around each call). Operations: ``take_many`` of 1 bucket, of 3 buckets, and ``acquire`` +
+``release`` (two calls, timed together). Uses uvloop when installed (as the gateway does)
+unless ``--asyncio``. Numbers only; nothing is asserted.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ async def run(name: str, op: Op, ops: int, concurrency: int) -> None:
 
 async def main(url: str, ops: int, concurrency: int) -> None:
     prefix = f"fastgw-bench-{uuid.uuid4().hex[:8]}:"
-    s = RedisState(url, prefix=prefix, on_error="closed", timeout=2.0, pool_size=concurrency)
+    s = RedisState(url, prefix=prefix, on_error="closed", timeout=2.0)
     lim = Limit(1e12, 1e9)  # always admits: measures the mechanism, not refusals
     one = [[Take(f"k{w}", 1, lim)] for w in range(concurrency)]
     three = [

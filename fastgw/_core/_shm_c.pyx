@@ -72,6 +72,7 @@ cdef enum:
     KIND_BUCKET = 1
     KIND_SLOTS = 2
     KIND_COUNTER = 3
+    KIND_CHARGE = 4
     NHOLDERS = 8
     SMALL = 16
     HDR_SIZE = 128  # HEADER_SIZE
@@ -135,6 +136,8 @@ cdef inline bint _reusable(fgw_entry* e, double now) noexcept nogil:
         return _reclaim(e) == 0
     if e.kind == KIND_COUNTER:
         return e.value == 0.0
+    if e.kind == KIND_CHARGE:  # expired (e.cap: when the entry was claimed)
+        return not (now < e.at) and now - e.cap >= REUSE_IDLE
     return e.kind == KIND_EMPTY
 
 
@@ -149,6 +152,9 @@ cdef inline void _claim(
     e.at = now if kind == KIND_BUCKET else 0.0  # slots and counters keep no time
     e.cap = cap
     e.rate = rate
+    if kind == KIND_CHARGE:  # it exists only once written; claimed now
+        e.at = -INF
+        e.cap = now
     e.kind = kind
 
 
@@ -163,9 +169,29 @@ cdef inline tuple _verdict(double tokens, double n, double cap, double rate, bin
     return (allowed, tokens, retry, full if full > 0.0 else 0.0)
 
 
+cdef inline double _ttl(object ttl) except? -2.0:
+    """``ttl`` as a double, -1 for None; ``ValueError`` unless None or finite and > 0."""
+    if ttl is None:
+        return -1.0
+    cdef double t = ttl
+    if not (0.0 < t < INF):
+        raise ValueError("ttl must be None or a finite number of seconds > 0")
+    return t
+
+
+cdef inline void _store(fgw_entry* e, double v, double now, double ttl) noexcept nogil:
+    """Write ``v`` into the (locked) charge counter ``e`` (``ttl`` -1: keep the expiry of a
+    live counter, none for a new one)."""
+    if ttl > 0:
+        e.at = now + ttl
+    elif not (now < e.at):
+        e.at = INF
+    e.value = v
+
+
 cdef class ShmTable:
-    """Token buckets, concurrency slots and counters in the shared file ``path`` (see
-    ``_shm_py``); every method is atomic across processes."""
+    """Token buckets, concurrency slots, counters and charge counters in the shared file
+    ``path`` (see ``_shm_py``); every method is atomic across processes."""
 
     cdef object _mm
     cdef unsigned char[::1] _view
@@ -267,8 +293,7 @@ cdef class ShmTable:
         cdef Py_ssize_t* slots = small_slots
         cdef Py_ssize_t* order = small_order
         cdef double* d = small_d
-        cdef Py_ssize_t i, j, m, locked, s
-        cdef bint same
+        cdef Py_ssize_t i, m
         if k > SMALL:
             slots = <Py_ssize_t*>PyMem_Malloc(2 * k * sizeof(Py_ssize_t))
             d = <double*>PyMem_Malloc(4 * k * sizeof(double))
@@ -291,47 +316,75 @@ cdef class ShmTable:
                     return self._decide(k, slots, d, now)
                 finally:
                     fgw_unlock(&self._ents[slots[0]].lock)
-            while True:
-                for i in range(k):
-                    key = (<tuple>takes[i])[0]
-                    slots[i] = self._find(
-                        KIND_BUCKET, key, True, now, d[4 * i + 1], d[4 * i + 1], d[4 * i + 2]
-                    )
-                    fgw_unlock(&self._ents[slots[i]].lock)
-                # distinct entries in increasing order (insertion sort: k is small)
-                m = 0
-                for i in range(k):
-                    s = slots[i]
-                    j = m
-                    same = False
-                    while j > 0 and order[j - 1] >= s:
-                        if order[j - 1] == s:
-                            same = True
-                            break
-                        j -= 1
-                    if same:
-                        continue
-                    if j < m:
-                        memcpy(&order[j + 1], &order[j], (m - j) * sizeof(Py_ssize_t))
-                    order[j] = s
-                    m += 1
-                for i in range(m):
-                    fgw_lock(&self._ents[order[i]].lock, _pid)
-                locked = m
-                try:
-                    for i in range(k):
-                        if not self._is(slots[i], KIND_BUCKET, (<tuple>takes[i])[0]):
-                            break
-                    else:
-                        return self._decide(k, slots, d, now)
-                finally:
-                    for i in range(locked - 1, -1, -1):
-                        fgw_unlock(&self._ents[order[i]].lock)
-                # an entry was reused for another key between finding and locking: again
+            m = self._lock_all(KIND_BUCKET, takes, k, d, slots, order, now)
+            try:
+                return self._decide(k, slots, d, now)
+            finally:
+                for i in range(m - 1, -1, -1):
+                    fgw_unlock(&self._ents[order[i]].lock)
         finally:
             if slots != small_slots:
                 PyMem_Free(slots)
                 PyMem_Free(d)
+
+    cdef Py_ssize_t _lock_all(
+        self,
+        int kind,
+        list items,
+        Py_ssize_t k,
+        double* d,
+        Py_ssize_t* slots,
+        Py_ssize_t* order,
+        double now,
+    ) except -1:
+        """Find (or create) the entry of ``kind`` of every item's key (``items[i][0]``; a bucket
+        is created full, with capacity ``d[4i + 1]`` and rate ``d[4i + 2]``) and lock them
+        all, each once, in increasing entry order (no deadlock): ``slots[i]`` is item i's
+        entry, ``order[:m]`` the entries locked; returns m."""
+        cdef Py_ssize_t i, j, m, s
+        cdef bint same
+        cdef double v, rate
+        while True:
+            for i in range(k):
+                key = (<tuple>items[i])[0]
+                v = rate = 0.0
+                if kind == KIND_BUCKET:
+                    v = d[4 * i + 1]
+                    rate = d[4 * i + 2]
+                slots[i] = self._find(kind, key, True, now, v, v, rate)
+                fgw_unlock(&self._ents[slots[i]].lock)
+            # distinct entries in increasing order (insertion sort: k is small)
+            m = 0
+            for i in range(k):
+                s = slots[i]
+                j = m
+                same = False
+                while j > 0 and order[j - 1] >= s:
+                    if order[j - 1] == s:
+                        same = True
+                        break
+                    j -= 1
+                if same:
+                    continue
+                if j < m:
+                    memcpy(&order[j + 1], &order[j], (m - j) * sizeof(Py_ssize_t))
+                order[j] = s
+                m += 1
+            for i in range(m):
+                fgw_lock(&self._ents[order[i]].lock, _pid)
+            try:
+                for i in range(k):
+                    if not self._is(slots[i], kind, (<tuple>items[i])[0]):
+                        break
+                else:
+                    return m
+            except BaseException:
+                for i in range(m - 1, -1, -1):
+                    fgw_unlock(&self._ents[order[i]].lock)
+                raise
+            for i in range(m - 1, -1, -1):
+                fgw_unlock(&self._ents[order[i]].lock)
+            # an entry was reused for another key between finding and locking: again
 
     cdef list _decide(self, Py_ssize_t k, Py_ssize_t* slots, double* d, double now):
         """Decide with the entries ``slots`` locked; ``d[4i + 3]`` gets the need of take i's
@@ -475,6 +528,123 @@ cdef class ShmTable:
         cdef double v = self._ents[s].value
         fgw_unlock(&self._ents[s].lock)
         return v
+
+    # charge counters
+
+    def charge_many(self, list charges, double now, ttl=None):
+        """Add ``n`` to every charge counter ``(key, n, cap)`` if each total stays within its
+        cap, else to none; per charge ``(allowed, total)`` (see ``_shm_py``)."""
+        self._check_open()
+        cdef double t = _ttl(ttl)
+        cdef Py_ssize_t k = len(charges)
+        cdef Py_ssize_t small_slots[SMALL]
+        cdef Py_ssize_t small_order[SMALL]
+        cdef double small_d[4 * SMALL]
+        cdef Py_ssize_t* slots = small_slots
+        cdef Py_ssize_t* order = small_order
+        cdef double* d = small_d
+        cdef Py_ssize_t i, m
+        cdef double n, cap
+        if k > SMALL:
+            slots = <Py_ssize_t*>PyMem_Malloc(2 * k * sizeof(Py_ssize_t))
+            d = <double*>PyMem_Malloc(4 * k * sizeof(double))
+            if slots == NULL or d == NULL:
+                PyMem_Free(slots)
+                PyMem_Free(d)
+                raise MemoryError()
+            order = slots + k
+        try:
+            # n and cap of every charge (unpacked and checked once, before any lock)
+            for i in range(k):
+                key, n, cap = <tuple>charges[i]
+                if not (0.0 <= n < INF) or cap != cap:
+                    raise ValueError("a charge needs a finite n >= 0 and a cap")
+                d[4 * i] = n
+                d[4 * i + 1] = cap
+            if k == 0:
+                return []
+            if k == 1:
+                key = (<tuple>charges[0])[0]
+                slots[0] = self._find(KIND_CHARGE, key, True, now, 0.0, 0.0, 0.0)
+                try:
+                    return self._spend(k, slots, d, now, t)
+                finally:
+                    fgw_unlock(&self._ents[slots[0]].lock)
+            m = self._lock_all(KIND_CHARGE, charges, k, d, slots, order, now)
+            try:
+                return self._spend(k, slots, d, now, t)
+            finally:
+                for i in range(m - 1, -1, -1):
+                    fgw_unlock(&self._ents[order[i]].lock)
+        finally:
+            if slots != small_slots:
+                PyMem_Free(slots)
+                PyMem_Free(d)
+
+    cdef list _spend(self, Py_ssize_t k, Py_ssize_t* slots, double* d, double now, double ttl):
+        """Decide with the entries ``slots`` locked: ``d[4i + 2]`` gets the total of charge
+        i's counter (0 when expired), ``d[4i + 3]`` the need of its key (the charges of one
+        key add up)."""
+        cdef Py_ssize_t i, j, first
+        cdef fgw_entry* e
+        cdef double need
+        cdef bint ok = True
+        for i in range(k):
+            e = &self._ents[slots[i]]
+            d[4 * i + 2] = e.value if now < e.at else 0.0
+            need = 0.0
+            for j in range(k):
+                if slots[j] == slots[i]:
+                    need = need + d[4 * j]
+            d[4 * i + 3] = need
+            if not (d[4 * i + 2] + need <= d[4 * i + 1]):
+                ok = False
+        cdef list out = []
+        if not ok:
+            for i in range(k):
+                out.append((d[4 * i + 2] + d[4 * i + 3] <= d[4 * i + 1], d[4 * i + 2]))
+            return out
+        for i in range(k):
+            first = i
+            for j in range(i):
+                if slots[j] == slots[i]:
+                    first = j
+                    break
+            if first == i and d[4 * i + 3] > 0:
+                _store(&self._ents[slots[i]], d[4 * i + 2] + d[4 * i + 3], now, ttl)
+        for i in range(k):
+            out.append((True, d[4 * i + 2] + d[4 * i + 3]))
+        return out
+
+    def adjust(self, str key, double delta, double now, ttl=None):
+        """Add ``delta`` (may be negative) to the charge counter ``key`` without any check;
+        its new total."""
+        self._check_open()
+        cdef double t = _ttl(ttl)
+        if not (-INF < delta < INF):
+            raise ValueError("delta must be finite")
+        cdef Py_ssize_t s = self._find(KIND_CHARGE, key, True, now, 0.0, 0.0, 0.0)
+        cdef fgw_entry* e = &self._ents[s]
+        cdef double v = (e.value if now < e.at else 0.0) + delta
+        _store(e, v, now, t)
+        fgw_unlock(&e.lock)
+        return v
+
+    def seed(self, str key, double value, double now, ttl=None):
+        """Set the charge counter ``key`` to ``value`` unless it exists (written and not
+        expired); whether it did."""
+        self._check_open()
+        cdef double t = _ttl(ttl)
+        if not (-INF < value < INF):
+            raise ValueError("value must be finite")
+        cdef Py_ssize_t s = self._find(KIND_CHARGE, key, True, now, 0.0, 0.0, 0.0)
+        cdef fgw_entry* e = &self._ents[s]
+        if now < e.at:
+            fgw_unlock(&e.lock)
+            return False
+        _store(e, value, now, t)
+        fgw_unlock(&e.lock)
+        return True
 
     # the table
 

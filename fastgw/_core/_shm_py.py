@@ -4,7 +4,8 @@
 ``fastgw._core.shm``, which picks one of the two. Both twins work on the same file at the
 same time (same layout, same hash, same lock protocol), so processes running different twins
 agree. The ``local`` state backend (``fastgw/state/local.py``) keeps token buckets,
-concurrency slots and counters here, shared by the worker processes of one host.
+concurrency slots, counters and charge counters here, shared by the worker processes of one
+host.
 
 File layout (little-endian, native alignment; ``HEADER_SIZE + entries * ENTRY_SIZE`` bytes)::
 
@@ -20,12 +21,17 @@ File layout (little-endian, native alignment; ``HEADER_SIZE + entries * ENTRY_SI
      44  ...              zero
     entry i at 128 + 128 * i
       0  u32 lock         0 free, else the pid of the process holding it (1: unknown)
-      4  u32 kind         0 empty, 1 token bucket, 2 concurrency slots, 3 counter
+      4  u32 kind         0 empty, 1 token bucket, 2 concurrency slots, 3 counter,
+                          4 charge counter
       8  u64 h1           the key's 128-bit hash (blake2b of kind byte + UTF-8 key)
      16  u64 h2
-     24  f64 value        bucket: tokens; counter: the value; slots: unused
-     32  f64 at           bucket: when ``value`` was last refilled (the caller's clock)
-     40  f64 capacity     bucket: the last limit used (decides when the entry may be reused)
+     24  f64 value        bucket: tokens; counter, charge counter: the value; slots: unused
+     32  f64 at           bucket: when ``value`` was last refilled (the caller's clock);
+                          charge counter: when it expires (the caller's clock; +inf: never,
+                          -inf: never written, the placeholder a read or a refusal leaves)
+     40  f64 capacity     bucket: the last limit used (decides when the entry may be reused);
+                          charge counter: when the entry was claimed for its key (the
+                          caller's clock)
      48  f64 rate
      56  u32 overflow     slots: held by processes beyond the 8 recorded below
      60  u32 reserved
@@ -41,14 +47,26 @@ of 0; this twin calls libatomic's ``__atomic_compare_exchange_4`` through ``ctyp
 without libatomic, glibc's ``pthread_spin_trylock``, which swaps 0 → 1), the compiled twin
 uses the compiler builtins. A probe holds one entry lock at a time; ``take_many`` first
 finds (or creates) the entries of its keys, then locks them in increasing entry order (no
-deadlock), checks that they still hold their keys, and decides. A waiter that has spun for
-``STEAL_AFTER`` seconds on a lock whose holder's pid no longer exists takes it over.
+deadlock), checks that they still hold their keys, and decides (``charge_many`` likewise,
+with charge counters). A waiter that has spun for ``STEAL_AFTER`` seconds on a lock whose
+holder's pid no longer exists takes it over.
 
 A full table: a new key reuses an entry that is equivalent to a missing one — a bucket that
 has refilled to capacity, slots nobody holds (after reclaiming dead holders), a counter at
-zero — under the global lock (a bucket only once ``REUSE_IDLE`` seconds passed since its last
-refill). When none is, ``TableFull`` is raised: size ``entries`` for
-the number of distinct keys alive at once (buckets, slots and counters together).
+zero, a charge counter that has expired (or was never written) — under the global lock (a
+bucket only once ``REUSE_IDLE`` seconds passed since its last refill, a charge counter only
+once they passed since its entry was claimed: a ``take_many`` or ``charge_many`` never loses
+the entry it just claimed to its own next key). When none is, ``TableFull`` is raised: size
+``entries`` for the number of distinct keys alive at once (buckets, slots, counters and
+charge counters together).
+
+Charge counters (``charge_many``/``adjust``/``seed``, the contract of
+``fastgw.state.base``) expire: ``at`` is the caller's clock plus the ``ttl`` of the last
+write, and a counter whose ``at`` has passed reads as missing and may be reused. One written
+without a ``ttl`` never expires and so holds its entry until the file is made anew: give
+period counters a ``ttl``. Charge counters came after layout version 1 without changing it:
+the entry is the same, and a build that predates them never matches kind 4 (its lookups
+hash other kinds) nor reuses such an entry (an unknown kind is not reusable).
 
 Concurrency slots are recorded per process (pid, count): when an ``acquire`` finds all
 slots held, the holders whose process no longer exists (``kill(pid, 0)`` fails with ESRCH)
@@ -72,6 +90,7 @@ import os
 import struct
 import time
 from hashlib import blake2b
+from typing import Any
 
 __all__ = [
     "DEFAULT_ENTRIES",
@@ -104,6 +123,8 @@ KIND_EMPTY = 0
 KIND_BUCKET = 1
 KIND_SLOTS = 2
 KIND_COUNTER = 3
+KIND_CHARGE = 4
+INF = float("inf")
 
 # header: magic, version, ready, entries, entry_size, global_lock, used, stats_lock
 _HEADER = struct.Struct("<8sIIQIIQI")
@@ -322,10 +343,15 @@ def _refill(tokens: float, at: float, cap: float, rate: float, now: float) -> tu
     return tokens, at
 
 
+def _check_ttl(ttl: float | None) -> None:
+    if ttl is not None and not 0.0 < ttl < INF:
+        raise ValueError("ttl must be None or a finite number of seconds > 0")
+
+
 class ShmTable:
-    """Token buckets, concurrency slots and counters in the shared file ``path`` (see the
-    module docstring); every method is atomic across processes. ``now`` is the caller's
-    clock, the same in every process (``time.monotonic()``)."""
+    """Token buckets, concurrency slots, counters and charge counters in the shared file
+    ``path`` (see the module docstring); every method is atomic across processes. ``now`` is
+    the caller's clock, the same in every process (``time.monotonic()``)."""
 
     def __init__(self, path: str, entries: int = DEFAULT_ENTRIES, *, recreate: bool = False):
         if _cas_fn is None and _spin_trylock is None:
@@ -389,6 +415,9 @@ class ShmTable:
             return self._reclaim(off) == 0
         if kind == KIND_COUNTER:
             return bool(_VALUE.unpack_from(mm, off + _E_VALUE)[0] == 0.0)
+        if kind == KIND_CHARGE:
+            _v, at, claimed, _r = _BUCKET.unpack_from(mm, off + _E_VALUE)
+            return bool(not now < at and now - claimed >= REUSE_IDLE)  # expired
         return kind == KIND_EMPTY
 
     def _claim(
@@ -398,6 +427,8 @@ class ShmTable:
         mm = self._mm
         assert mm is not None
         at = now if kind == KIND_BUCKET else 0.0  # slots and counters keep no time
+        if kind == KIND_CHARGE:  # it exists only once written; claimed now
+            at, cap = -INF, now
         _CLAIM.pack_into(mm, off + 4, kind, h1, h2, v, at, cap, rate, 0, 0, *_NO_HOLDERS)
 
     def _find(
@@ -480,12 +511,29 @@ class ShmTable:
                 return self._decide(takes, [s], now)
             finally:
                 self._unlock(s)
+        slots, order = self._lock_all(KIND_BUCKET, takes, now)
+        try:
+            return self._decide(takes, slots, now)
+        finally:
+            for s in reversed(order):
+                self._unlock(s)
+
+    def _lock_all(
+        self, kind: int, items: list[tuple[Any, ...]], now: float
+    ) -> tuple[list[int], list[int]]:
+        """Find (or create) the entry of ``kind`` of every item's key (``item[0]``; a bucket
+        is created full, with the item's ``capacity`` and ``rate``) and lock them all, each
+        once, in increasing entry order (no deadlock): (the entry of each item, the entries
+        locked in order)."""
         mm = self._mm
         assert mm is not None
         while True:
             slots = []
-            for key, _n, cap, rate in takes:
-                s = self._find(KIND_BUCKET, key, True, now, cap, cap, rate)
+            for item in items:
+                if kind == KIND_BUCKET:
+                    s = self._find(kind, item[0], True, now, item[2], item[2], item[3])
+                else:
+                    s = self._find(kind, item[0], True, now)
                 self._unlock(s)
                 slots.append(s)
             order = sorted(set(slots))
@@ -496,10 +544,11 @@ class ShmTable:
                     locked.append(s)
                 if all(
                     _IDENT.unpack_from(mm, HEADER_SIZE + s * ENTRY_SIZE + 4)
-                    == (KIND_BUCKET, *key_hash(KIND_BUCKET, t[0]))
-                    for t, s in zip(takes, slots, strict=True)
+                    == (kind, *key_hash(kind, item[0]))
+                    for item, s in zip(items, slots, strict=True)
                 ):
-                    return self._decide(takes, slots, now)
+                    locked = []  # the caller unlocks them
+                    return slots, order
             finally:
                 for s in reversed(locked):
                     self._unlock(s)
@@ -661,6 +710,106 @@ class ShmTable:
         try:
             v: float = _VALUE.unpack_from(mm, HEADER_SIZE + s * ENTRY_SIZE + _E_VALUE)[0]
             return v
+        finally:
+            self._unlock(s)
+
+    # charge counters
+
+    def charge_many(
+        self, charges: list[tuple[str, float, float]], now: float, ttl: float | None = None
+    ) -> list[tuple[bool, float]]:
+        """Add ``n`` to every charge counter ``(key, n, cap)`` if each total stays within its
+        cap, else to none; per charge ``(allowed, total)`` (refused: whether that charge
+        alone fits, and the total as it is). The same key twice: the charges add up. ``ttl``
+        (seconds): the written counters expire that long after ``now`` (None: an existing
+        counter keeps its expiry, a new one never expires)."""
+        _check_ttl(ttl)
+        for _key, n, cap in charges:
+            if not 0.0 <= n < INF or cap != cap:
+                raise ValueError("a charge needs a finite n >= 0 and a cap")
+        if not charges:
+            return []
+        if len(charges) == 1:
+            s = self._find(KIND_CHARGE, charges[0][0], True, now)
+            try:
+                return self._spend(charges, [s], now, ttl)
+            finally:
+                self._unlock(s)
+        slots, order = self._lock_all(KIND_CHARGE, charges, now)
+        try:
+            return self._spend(charges, slots, now, ttl)
+        finally:
+            for s in reversed(order):
+                self._unlock(s)
+
+    def _spend(
+        self,
+        charges: list[tuple[str, float, float]],
+        slots: list[int],
+        now: float,
+        ttl: float | None,
+    ) -> list[tuple[bool, float]]:
+        mm = self._mm
+        assert mm is not None
+        total: dict[int, float] = {}
+        ats: dict[int, float] = {}
+        need: dict[int, float] = {}
+        for (_key, n, _cap), s in zip(charges, slots, strict=True):
+            if s not in total:
+                v, at = _VALUE_AT.unpack_from(mm, HEADER_SIZE + s * ENTRY_SIZE + _E_VALUE)
+                total[s] = v if now < at else 0.0
+                ats[s] = at
+                need[s] = 0.0
+            need[s] += n
+        fits = [total[s] + need[s] <= c[2] for c, s in zip(charges, slots, strict=True)]
+        if not all(fits):
+            return [(f, total[s]) for f, s in zip(fits, slots, strict=True)]
+        for s, n in need.items():
+            if n > 0:
+                self._store(s, total[s] + n, ats[s], now, ttl)
+        return [(True, total[s] + need[s]) for s in slots]
+
+    def _store(self, s: int, v: float, at: float, now: float, ttl: float | None) -> None:
+        """Write ``v`` into the (locked) charge counter ``s`` that expired at ``at``."""
+        if ttl is not None:
+            at = now + ttl
+        elif not now < at:
+            at = INF  # a new counter without a ttl never expires
+        assert self._mm is not None
+        _VALUE_AT.pack_into(self._mm, HEADER_SIZE + s * ENTRY_SIZE + _E_VALUE, v, at)
+
+    def adjust(self, key: str, delta: float, now: float, ttl: float | None = None) -> float:
+        """Add ``delta`` (may be negative) to the charge counter ``key`` without any check;
+        its new total."""
+        _check_ttl(ttl)
+        if not -INF < delta < INF:
+            raise ValueError("delta must be finite")
+        mm = self._mm
+        assert mm is not None
+        s = self._find(KIND_CHARGE, key, True, now)
+        try:
+            v, at = _VALUE_AT.unpack_from(mm, HEADER_SIZE + s * ENTRY_SIZE + _E_VALUE)
+            x: float = (v if now < at else 0.0) + delta
+            self._store(s, x, at, now, ttl)
+            return x
+        finally:
+            self._unlock(s)
+
+    def seed(self, key: str, value: float, now: float, ttl: float | None = None) -> bool:
+        """Set the charge counter ``key`` to ``value`` unless it exists (written and not
+        expired); whether it did."""
+        _check_ttl(ttl)
+        if not -INF < value < INF:
+            raise ValueError("value must be finite")
+        mm = self._mm
+        assert mm is not None
+        s = self._find(KIND_CHARGE, key, True, now)
+        try:
+            at = _VALUE_AT.unpack_from(mm, HEADER_SIZE + s * ENTRY_SIZE + _E_VALUE)[1]
+            if now < at:
+                return False
+            self._store(s, value, at, now, ttl)
+            return True
         finally:
             self._unlock(s)
 

@@ -11,15 +11,18 @@ import importlib
 
 from ..config.schema import STATE_BACKENDS as BACKENDS
 from ..config.schema import StateConfig
-from .base import Limit, State, StateUnavailable, Take, Verdict, take
+from .base import Charge, Limit, Spent, State, StateUnavailable, Take, Verdict, charge, take
 
 __all__ = [
     "BACKENDS",
+    "Charge",
     "Limit",
+    "Spent",
     "State",
     "StateUnavailable",
     "Take",
     "Verdict",
+    "charge",
     "open_state",
     "take",
 ]

@@ -20,11 +20,42 @@ reserved): the debt is paid back by the refill before the next take succeeds.
 
 **Counters** (``add``/``get``): a float per key, summed atomically.
 
+**Charge counters** (``charge_many``/``adjust``/``seed``): a float per key that only grows
+while it stays under a cap, for budgets (spend in USD per key, team or tag and period):
+reserve before a call, settle after it. They are a namespace of their own: a charge counter,
+an ``add``/``get`` counter and a bucket of the same name are three different things.
+
+- ``charge_many(charges)`` adds ``n`` to every counter, all or nothing: when, for every
+  charge, ``total + n <= cap`` (the ``n`` of the same key given twice add up), every ``n`` is
+  added and each answer is ``allowed`` with the new total; otherwise nothing is touched and
+  each answer says whether that charge alone would have fitted, with the current total. The
+  cap is given with each call, so a budget changed by an admin applies from the next call on
+  (a cap lowered below the total refuses every charge, even ``n = 0``). ``n = 0`` reads the
+  total (and creates nothing); ``cap = math.inf`` only counts. ``n`` must be finite and
+  ``>= 0``, the cap must not be NaN (``ValueError``).
+- ``adjust(key, delta)`` adds ``delta`` without any check and returns the new total:
+  negative gives back what was reserved but not used, positive adds usage above the
+  reservation. The total may so exceed the cap, by at most the under-reservations of the
+  calls in flight at once, and the next charge is refused until it is back under; it may also
+  go below zero (a reservation given back after its counter expired or was seeded anew): the
+  counter is a ledger, never clamped.
+- ``seed(key, value)`` sets the counter only when it does not exist (never written, or
+  expired), e.g. from a journal replayed at start; True when it did. A counter exists from
+  its first write (a charge allowed with ``n > 0``, an ``adjust``, a ``seed``), whatever its
+  value, until it expires.
+- ``ttl`` (seconds, ``> 0`` and finite; all three take it): a counter written with one
+  expires ``ttl`` seconds after its last write (every allowed charge with ``n > 0``, every
+  ``adjust`` and a successful ``seed`` sets it again), then reads as 0 and no longer exists.
+  Meant for period counters (the key names the period), so that old periods go away; one
+  call has one ``ttl``: for counters of several periods, pass the longest. ``None`` leaves
+  the expiry of an existing counter as it is (a new one never expires).
+
 Times are the backend's own clock (monotonic within a host; Redis's ``TIME`` across hosts).
 """
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple, Protocol
 
 
@@ -62,6 +93,46 @@ class Verdict(NamedTuple):
     reset: float
 
 
+class Charge(NamedTuple):
+    """One counter in a ``charge_many``: add ``n`` (>= 0) to ``key`` if the total stays
+    ``<= cap`` (``math.inf``: no cap, only counting)."""
+
+    key: str
+    n: float
+    cap: float
+
+
+class Spent(NamedTuple):
+    """The answer of a ``charge_many``, per charge."""
+
+    #: Allowed: every ``n`` was added. Refused (nothing was added): whether this charge
+    #: alone would have fitted under its cap.
+    allowed: bool
+    #: The counter's total: after the charges when allowed, else as it is.
+    total: float
+
+
+def check_ttl(ttl: float | None) -> None:
+    """``ValueError`` unless ``ttl`` is None or a finite number of seconds > 0."""
+    if ttl is not None and not 0.0 < ttl < math.inf:
+        raise ValueError(f"ttl must be None or a finite number of seconds > 0, not {ttl!r}")
+
+
+def check_charges(charges: list[Charge], ttl: float | None) -> None:
+    """``ValueError`` for a charge the contract refuses (``n`` not finite and ``>= 0``, a NaN
+    cap) or a bad ``ttl``."""
+    check_ttl(ttl)
+    for c in charges:
+        if not 0.0 <= c.n < math.inf or math.isnan(c.cap):
+            raise ValueError(f"a charge needs a finite n >= 0 and a cap, not {c!r}")
+
+
+def check_amount(x: float) -> None:
+    """``ValueError`` unless ``x`` (an ``adjust`` delta, a ``seed`` value) is finite."""
+    if not math.isfinite(x):
+        raise ValueError(f"expected a finite amount, not {x!r}")
+
+
 class State(Protocol):
     """Atomic operations on shared counters; see the module docstring for the semantics."""
 
@@ -70,6 +141,18 @@ class State(Protocol):
 
     async def take_many(self, takes: list[Take]) -> list[Verdict]:
         """Take from every bucket or from none (one round trip for remote backends)."""
+        ...
+
+    def prepare(self, buckets: list[tuple[str, Limit]]) -> object:
+        """A handle for taking from these buckets again and again (``take_prepared``): the
+        backend builds once what does not change between requests (keys, shapes, for Redis
+        the command's bytes)."""
+        ...
+
+    async def take_prepared(self, handle: object, ns: list[float]) -> tuple[bool, list[float]]:
+        """``take_many`` of ``ns[i]`` tokens from the prepared buckets: whether the take
+        happened and each bucket's balance (``Verdict.remaining``; the rest of a verdict
+        follows from it and the bucket's shape). The same semantics as ``take_many``."""
         ...
 
     async def settle(self, key: str, n: float, limit: Limit) -> None:
@@ -94,6 +177,20 @@ class State(Protocol):
         """The counter's value (0 when never added to)."""
         ...
 
+    async def charge_many(self, charges: list[Charge], *, ttl: float | None = None) -> list[Spent]:
+        """Add to every counter, each staying under its cap, or to none (one round trip for
+        remote backends)."""
+        ...
+
+    async def adjust(self, key: str, delta: float, *, ttl: float | None = None) -> float:
+        """Add ``delta`` (may be negative) to the charge counter ``key`` without any check;
+        its new total (may exceed the cap, or be below zero)."""
+        ...
+
+    async def seed(self, key: str, value: float, *, ttl: float | None = None) -> bool:
+        """Set the charge counter ``key`` to ``value`` if it does not exist; whether it did."""
+        ...
+
     def health(self) -> dict[str, object]:
         """What ``/readyz`` shows about the backend (e.g. Redis reachable, fail mode)."""
         ...
@@ -104,3 +201,10 @@ class State(Protocol):
 async def take(state: State, key: str, n: float, limit: Limit) -> Verdict:
     """One bucket: ``take_many`` with one item."""
     return (await state.take_many([Take(key, n, limit)]))[0]
+
+
+async def charge(
+    state: State, key: str, n: float, cap: float, *, ttl: float | None = None
+) -> Spent:
+    """One counter: ``charge_many`` with one item."""
+    return (await state.charge_many([Charge(key, n, cap)], ttl=ttl))[0]

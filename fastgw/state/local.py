@@ -1,6 +1,6 @@
 """The ``local`` backend: shared memory across the worker processes of one host.
 
-Buckets, slots and counters live in a fixed-size table in a memory-mapped file
+Buckets, slots, counters and charge counters live in a fixed-size table in a memory-mapped file
 (``fastgw._core.shm``; layout, locking and the reclaim of slots held by dead workers are
 described in ``fastgw/_core/_shm_py.py``). Every worker maps the same file, so ``--workers 4``
 enforces the same limits as one worker, and the state survives a worker restart (and a
@@ -12,8 +12,14 @@ dir without /dev/shm) where the hash is of the configuration file's path and the
 on one host do not. The first worker creates it; a file of another size or layout (e.g.
 ``entries`` changed) is replaced. The clock is ``time.monotonic()``, system-wide on Linux.
 
+Charge counters take an entry each, like every other key. One with a ``ttl`` frees its entry
+for reuse once expired; one without a ``ttl`` holds it for as long as the file lives (size
+``entries`` accordingly, or give period counters a ``ttl``). Their expiry is on the monotonic
+clock, which restarts at boot: a table kept in a file that survives a reboot (a
+``StateConfig.path`` outside /dev/shm) keeps its counters up to the previous uptime longer.
+
 The operations are short and never wait on I/O, so the async methods call the table
-directly.
+directly (which also checks their arguments as ``fastgw.state.base`` says).
 """
 
 from __future__ import annotations
@@ -23,10 +29,11 @@ import tempfile
 import time
 from collections.abc import Callable
 from hashlib import blake2b
+from typing import cast
 
 from .._core import shm
 from ..config.schema import StateConfig
-from .base import Limit, Take, Verdict
+from .base import Charge, Limit, Spent, Take, Verdict
 
 
 def default_path() -> str:
@@ -64,6 +71,17 @@ class LocalState:
         )
         return [Verdict(*v) for v in got]
 
+    def prepare(self, buckets: list[tuple[str, Limit]]) -> object:
+        return [(k, lim.capacity, lim.rate) for k, lim in buckets]
+
+    async def take_prepared(self, handle: object, ns: list[float]) -> tuple[bool, list[float]]:
+        shapes = cast(list[tuple[str, float, float]], handle)
+        got = self.table.take_many(
+            [(k, n, cap, rate) for (k, cap, rate), n in zip(shapes, ns, strict=True)],
+            self.clock(),
+        )
+        return got[0][0], [v[1] for v in got]
+
     async def settle(self, key: str, n: float, limit: Limit) -> None:
         self.table.settle(key, n, limit.capacity, limit.rate, self.clock())
 
@@ -78,6 +96,16 @@ class LocalState:
 
     async def get(self, key: str) -> float:
         return self.table.get(key)
+
+    async def charge_many(self, charges: list[Charge], *, ttl: float | None = None) -> list[Spent]:
+        got = self.table.charge_many([(c.key, c.n, c.cap) for c in charges], self.clock(), ttl)
+        return [Spent(*v) for v in got]
+
+    async def adjust(self, key: str, delta: float, *, ttl: float | None = None) -> float:
+        return self.table.adjust(key, delta, self.clock(), ttl)
+
+    async def seed(self, key: str, value: float, *, ttl: float | None = None) -> bool:
+        return self.table.seed(key, value, self.clock(), ttl)
 
     def health(self) -> dict[str, object]:
         return {

@@ -5,7 +5,9 @@ read-modify-write operations (``take_many`` over any number of buckets, ``settle
 ``acquire``) are Lua scripts run with ``EVALSHA``; the rest are single native commands
 (``ZREM``, ``INCRBYFLOAT``, ``GET``), atomic by themselves. A script is sent in full with
 ``EVAL`` the first time this client uses it (which also caches it in Redis) and again only
-after Redis answers ``NOSCRIPT`` (restart, ``SCRIPT FLUSH``, failover).
+after Redis answers ``NOSCRIPT`` (restart, ``SCRIPT FLUSH``, failover). The calls travel
+over one pipelined connection (``fastgw/state/resp.py``): the calls of concurrent requests
+share one write and one read, with no connection pool to wait for.
 
 **Time** inside the scripts is Redis's ``TIME``, so every host sees the same clock (script
 effects replication, the default from Redis 5 on, makes that safe for replicas and the AOF).
@@ -29,15 +31,23 @@ the contract). Keys of one call are not hash-tagged: Redis Cluster is not suppor
   ``release`` gives back one of the slots *this instance* acquired (none held: nothing to do,
   no round trip); the set itself expires ``slot_ttl`` + 1 s after its last write.
 - A counter is a plain ``INCRBYFLOAT`` string, without TTL (the caller's key names the period).
+- A charge counter (``charge_many``, ``adjust``, ``seed``; its own kind, ``m``, so
+  ``<prefix>m:<key>``) is a string ``"%.17g"`` of its total, read and written by Lua scripts
+  in doubles (the same arithmetic as the other backends: ten charges of 0.1 under a cap of
+  1.0 all fit, the eleventh does not). A write with a ``ttl`` sets ``PX`` (ms, rounded up);
+  one without keeps the key's expiry (``SET … KEEPTTL``, Redis 6.0 or later); ``seed`` is
+  ``SET … NX``. A missing (or expired) key is a counter at 0 that does not exist.
 
-**Failure** (``on_error``): each call waits at most ``timeout`` for Redis (the wait for one of
-the ``pool_size`` connections included). A connection error, a timeout, or a server-side
-condition (``LOADING``, ``READONLY``, ``OOM``, ``BUSY``, …) counts as an error, and for the next
-``backoff`` seconds no call tries Redis; after that a single call probes it while the others
-still take the failure path. On that path ``open`` answers from an in-process ``MemoryState``
-(each worker enforces the limits on its own meanwhile; counter additions made there are not
-carried over to Redis later) and ``closed`` raises ``StateUnavailable``. ``release`` never
-raises: a slot it cannot give back expires by itself within ``slot_ttl``.
+**Failure** (``on_error``): each call waits at most ``timeout`` to ``1.5 × timeout`` for
+Redis (the connection's watchdog looks at its oldest unanswered call every ``timeout / 2``
+and drops the connection when that call has waited ``timeout``). A connection error, a
+timeout, or a server-side condition (``LOADING``, ``READONLY``, ``OOM``, ``BUSY``, …) counts
+as an error, and for the next ``backoff`` seconds no call tries Redis; after that a single
+call probes it while the others still take the failure path. On that path ``open`` answers
+from an in-process ``MemoryState`` (each worker enforces the limits on its own meanwhile;
+counter additions made there are not carried over to Redis later) and ``closed`` raises
+``StateUnavailable``. ``release`` never raises: a slot it cannot give back expires by itself
+within ``slot_ttl``.
 """
 
 from __future__ import annotations
@@ -47,26 +57,36 @@ import contextlib
 import hashlib
 import itertools
 import logging
+import math
 import os
 import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
-from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError, RedisError, ResponseError
-
 from ..config.schema import StateConfig
-from .base import Limit, StateUnavailable, Take, Verdict
+from .base import (
+    Charge,
+    Limit,
+    Spent,
+    StateUnavailable,
+    Take,
+    Verdict,
+    check_amount,
+    check_charges,
+    check_ttl,
+)
 from .memory import Bucket, MemoryState, verdict
+from .resp import RespClient, RespError
 
 __all__ = [
     "ACQUIRE",
+    "ADJUST",
+    "CHARGE_MANY",
     "REFRESH",
+    "SEED",
     "SETTLE",
     "TAKE_MANY",
     "RedisState",
@@ -83,9 +103,6 @@ T = TypeVar("T")
 BACKOFF = 1.0
 #: Seconds a slot outlives its holder's last refresh.
 SLOT_TTL = 30.0
-#: Connections to Redis per ``RedisState`` (and calls in flight at once).
-POOL_SIZE = 64
-
 #: Error replies that mean "Redis can't serve now" rather than "this call is wrong".
 _UNAVAILABLE_REPLIES = (
     "LOADING",
@@ -223,6 +240,135 @@ return 1
 )
 
 
+# Shared by the charge counter scripts: reading a number argument, writing a counter back.
+_CHARGE_LUA = """
+local function num(s)
+  if s == 'inf' then return math.huge end
+  return tonumber(s)
+end
+
+-- ARGV[1]: the ttl in ms, or '0' to keep the key's expiry (none for a new key)
+local function store(k, v)
+  local s = string.format('%.17g', v)
+  if ARGV[1] ~= '0' then
+    redis.call('SET', k, s, 'PX', ARGV[1])
+  else
+    redis.call('SET', k, s, 'KEEPTTL')
+  end
+end
+"""
+
+#: KEYS: the charge counters; ARGV[1]: ttl ms ('0': keep the expiry); ARGV[2i], ARGV[2i + 1]:
+#: n and cap of KEYS[i]. All or nothing; the same key twice adds up. Returns {1|0, then per
+#: charge 1|0 (it fits), then per charge the counter's total (after the charges when
+#: allowed)}.
+CHARGE_MANY = _Script(
+    _CHARGE_LUA
+    + """
+local total, need = {}, {}
+for i, k in ipairs(KEYS) do
+  if total[k] == nil then
+    local v = redis.call('GET', k)
+    total[k] = v and tonumber(v) or 0
+    need[k] = 0
+  end
+  need[k] = need[k] + num(ARGV[2 * i])
+end
+local n = #KEYS
+local out = {1}
+for i, k in ipairs(KEYS) do
+  if total[k] + need[k] <= num(ARGV[2 * i + 1]) then
+    out[i + 1] = 1
+  else
+    out[i + 1] = 0
+    out[1] = 0
+  end
+end
+if out[1] == 1 then
+  for _, k in ipairs(KEYS) do
+    if need[k] > 0 then
+      total[k] = total[k] + need[k]
+      store(k, total[k])
+      need[k] = 0
+    end
+  end
+end
+for i, k in ipairs(KEYS) do out[n + i + 1] = string.format('%.17g', total[k]) end
+return out
+"""
+)
+
+#: KEYS[1]: the charge counter; ARGV: ttl ms ('0': keep the expiry), delta. Returns the new
+#: total.
+ADJUST = _Script(
+    _CHARGE_LUA
+    + """
+local v = redis.call('GET', KEYS[1])
+local x = (v and tonumber(v) or 0) + num(ARGV[2])
+store(KEYS[1], x)
+return string.format('%.17g', x)
+"""
+)
+
+#: KEYS[1]: the charge counter; ARGV: ttl ms ('0': none), value. Sets it only when missing;
+#: returns 1 when it did.
+SEED = _Script(
+    """
+local v = string.format('%.17g', tonumber(ARGV[2]))
+local set
+if ARGV[1] ~= '0' then
+  set = redis.call('SET', KEYS[1], v, 'NX', 'PX', ARGV[1])
+else
+  set = redis.call('SET', KEYS[1], v, 'NX')
+end
+if set then return 1 end
+return 0
+"""
+)
+
+
+def _ttl_ms(ttl: float | None) -> str:
+    """A charge counter's ``ttl`` as the scripts take it: milliseconds, '0' for None."""
+    check_ttl(ttl)
+    return "0" if ttl is None else str(min(max(1, math.ceil(ttl * 1000)), 10**15))
+
+
+def _bulk(x: str | bytes | float) -> bytes:
+    """One RESP bulk string."""
+    b = x if isinstance(x, bytes) else x.encode() if isinstance(x, str) else repr(x).encode()
+    return b"$%d\r\n%s\r\n" % (len(b), b)
+
+
+class _PreparedTake:
+    """A ``TAKE_MANY`` whose command bytes are built once: per call only the amounts are
+    framed (``hiredis.pack_command`` would format every float of every call)."""
+
+    __slots__ = ("buckets", "head", "keys", "shapes")
+
+    def __init__(self, state: RedisState, buckets: list[tuple[str, Limit]]) -> None:
+        self.buckets = buckets
+        self.keys = [state._key("b", k) for k, _ in buckets]
+        n = len(buckets)
+        self.head = b"*%d\r\n" % (3 + 4 * n) + b"".join(
+            [_bulk("EVALSHA"), _bulk(TAKE_MANY.sha), _bulk(str(n)), *map(_bulk, self.keys)]
+        )
+        #: per bucket: its capacity and rate, framed
+        self.shapes = [_bulk(lim.capacity) + _bulk(lim.rate) for _, lim in buckets]
+
+    def frame(self, ns: list[float]) -> bytes:
+        parts = [self.head]
+        for n, shape in zip(ns, self.shapes, strict=True):
+            parts.append(_bulk(n))
+            parts.append(shape)
+        return b"".join(parts)
+
+    def args(self, ns: list[float]) -> list[float]:
+        out: list[float] = []
+        for n, (_, lim) in zip(ns, self.buckets, strict=True):
+            out += (n, lim.capacity, lim.rate)
+        return out
+
+
 def redact_url(url: str) -> str:
     """``url`` without its password (in the user info or a ``password=`` query argument)."""
     parts = urlsplit(url)
@@ -245,11 +391,9 @@ def _describe(exc: BaseException) -> str:
 
 def _unavailable(exc: BaseException) -> bool:
     """Whether ``exc`` means Redis can't serve now (as opposed to a wrong call)."""
-    if isinstance(exc, NoScriptError):
-        return False
-    if isinstance(exc, ResponseError):
+    if isinstance(exc, RespError):
         return str(exc).startswith(_UNAVAILABLE_REPLIES)
-    return isinstance(exc, RedisError | OSError | TimeoutError)
+    return isinstance(exc, OSError | TimeoutError)  # ConnectionError is an OSError
 
 
 class RedisState:
@@ -266,12 +410,11 @@ class RedisState:
         timeout: float = 0.25,
         backoff: float = BACKOFF,
         slot_ttl: float = SLOT_TTL,
-        pool_size: int = POOL_SIZE,
     ) -> None:
         if on_error not in ("open", "closed"):
             raise ValueError(f"state.on_error must be 'open' or 'closed', not {on_error!r}")
-        if timeout <= 0 or slot_ttl <= 0 or pool_size < 1:
-            raise ValueError("state: timeout and slot_ttl must be > 0, pool_size >= 1")
+        if timeout <= 0 or slot_ttl <= 0:
+            raise ValueError("state: timeout and slot_ttl must be > 0")
         self.url = url
         self.prefix = prefix
         self.on_error = on_error
@@ -284,17 +427,8 @@ class RedisState:
         self.fallback_calls = 0
         self.errors = 0
         self.last_error: str | None = None
-        self._redis = Redis.from_url(
-            url,
-            # every call runs under asyncio.timeout(timeout) (see _call), which also covers
-            # reads and writes; a socket_timeout would only add a timer task per command
-            socket_timeout=None,
-            socket_connect_timeout=timeout,
-            retry=Retry(NoBackoff(), 0),  # the caller decides; no hidden retries
-            max_connections=pool_size,
-            health_check_interval=0,
-        )
-        self._sem = asyncio.Semaphore(pool_size)
+        # one pipelined connection; its watchdog bounds every call by `timeout`
+        self._redis = RespClient(url, timeout=timeout)
         self._loaded: set[str] = set()
         #: 0 while Redis answers; else the monotonic time the next probe may start.
         self._down_until = 0.0
@@ -318,20 +452,13 @@ class RedisState:
             if self._probing or time.monotonic() < self._down_until:
                 raise StateUnavailable(f"redis unreachable: {self.last_error}")
             self._probing = True  # this call probes; the others keep failing fast
-        started = False
         try:
-            async with asyncio.timeout(self.timeout):
-                async with self._sem:
-                    started = True
-                    result = await fn()
+            result = await fn()
         except BaseException as exc:
             if not _unavailable(exc):
                 self._probing = False
                 raise
-            if started or not isinstance(exc, TimeoutError):
-                self._failed(exc)
-            else:  # every connection busy for the whole timeout: local overload
-                self._probing = False
+            self._failed(exc)
             raise StateUnavailable(f"redis unreachable: {_describe(exc)}") from exc
         if self._down_until:
             log.warning("state: redis %s reachable again", redact_url(self.url))
@@ -356,13 +483,15 @@ class RedisState:
 
     async def _eval(self, script: _Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """One round trip (two only just after Redis lost its script cache)."""
-        r: Any = self._redis
+        r = self._redis
         if script.sha in self._loaded:
             try:
-                return await r.evalsha(script.sha, len(keys), *keys, *args)
-            except NoScriptError:
+                return await r.call("EVALSHA", script.sha, len(keys), *keys, *args)
+            except RespError as exc:
+                if not str(exc).startswith("NOSCRIPT"):
+                    raise
                 self._loaded.discard(script.sha)
-        out = await r.eval(script.src, len(keys), *keys, *args)
+        out = await r.call("EVAL", script.src, len(keys), *keys, *args)
         self._loaded.add(script.sha)
         return out
 
@@ -388,6 +517,26 @@ class RedisState:
             verdict(Bucket(float(tokens), 0.0), t.n if ok else need[t.key], t.limit, ok)
             for t, tokens in zip(takes, reply[1:], strict=True)
         ]
+
+    def prepare(self, buckets: list[tuple[str, Limit]]) -> object:
+        return _PreparedTake(self, buckets)
+
+    async def take_prepared(self, handle: object, ns: list[float]) -> tuple[bool, list[float]]:
+        p = cast(_PreparedTake, handle)
+        try:
+            if TAKE_MANY.sha in self._loaded:
+                try:
+                    reply = await self._call(lambda: self._redis.call_packed(p.frame(ns)))
+                except RespError as exc:
+                    if not str(exc).startswith("NOSCRIPT"):
+                        raise
+                    self._loaded.discard(TAKE_MANY.sha)
+                    reply = await self._call(lambda: self._eval(TAKE_MANY, p.keys, p.args(ns)))
+            else:
+                reply = await self._call(lambda: self._eval(TAKE_MANY, p.keys, p.args(ns)))
+        except StateUnavailable as exc:
+            return self._degraded(exc).take_prepared_now(p.buckets, ns)
+        return int(reply[0]) == 1, [float(x) for x in reply[1:]]
 
     async def settle(self, key: str, n: float, limit: Limit) -> None:
         args = (n, limit.capacity, limit.rate)
@@ -425,10 +574,10 @@ class RedisState:
         if holder is None:
             await self.fallback.release(key)
             return
-        r: Any = self._redis
+        r = self._redis
         # unreachable: the slot is forgotten here, no longer refreshed, and expires by itself
         with contextlib.suppress(StateUnavailable):
-            await self._call(lambda: r.zrem(self._key("s", key), holder))
+            await self._call(lambda: r.call("ZREM", self._key("s", key), holder))
 
     def _held_in_redis(self) -> list[tuple[str, str]]:
         return [(k, h) for k, hs in self._held.items() for h in hs if h is not None]
@@ -451,19 +600,54 @@ class RedisState:
     # --- counters ---------------------------------------------------------------------------
 
     async def add(self, key: str, x: float) -> float:
-        r: Any = self._redis
+        r = self._redis
         try:
-            return float(await self._call(lambda: r.incrbyfloat(self._key("c", key), x)))
+            return float(await self._call(lambda: r.call("INCRBYFLOAT", self._key("c", key), x)))
         except StateUnavailable as exc:
             return await self._degraded(exc).add(key, x)
 
     async def get(self, key: str) -> float:
-        r: Any = self._redis
+        r = self._redis
         try:
-            v = await self._call(lambda: r.get(self._key("c", key)))
+            v = await self._call(lambda: r.call("GET", self._key("c", key)))
         except StateUnavailable as exc:
             return await self._degraded(exc).get(key)
         return 0.0 if v is None else float(v)
+
+    # --- charge counters -------------------------------------------------------------------
+
+    async def charge_many(self, charges: list[Charge], *, ttl: float | None = None) -> list[Spent]:
+        check_charges(charges, ttl)
+        if not charges:
+            return []
+        keys = [self._key("m", c.key) for c in charges]
+        args = [_ttl_ms(ttl)]
+        for c in charges:
+            args += (repr(float(c.n)), repr(float(c.cap)))
+        try:
+            reply = await self._call(lambda: self._eval(CHARGE_MANY, keys, args))
+        except StateUnavailable as exc:
+            return self._degraded(exc).charge_many_now(charges, ttl)
+        k = len(charges)
+        return [Spent(int(reply[1 + i]) == 1, float(reply[1 + k + i])) for i in range(k)]
+
+    async def adjust(self, key: str, delta: float, *, ttl: float | None = None) -> float:
+        check_amount(delta)
+        args = (_ttl_ms(ttl), repr(float(delta)))
+        try:
+            v = await self._call(lambda: self._eval(ADJUST, [self._key("m", key)], args))
+        except StateUnavailable as exc:
+            return self._degraded(exc).adjust_now(key, delta, ttl)
+        return float(v)
+
+    async def seed(self, key: str, value: float, *, ttl: float | None = None) -> bool:
+        check_amount(value)
+        args = (_ttl_ms(ttl), repr(float(value)))
+        try:
+            got = await self._call(lambda: self._eval(SEED, [self._key("m", key)], args))
+        except StateUnavailable as exc:
+            return self._degraded(exc).seed_now(key, value, ttl)
+        return int(got) == 1
 
     # --- the rest ---------------------------------------------------------------------------
 
@@ -491,15 +675,13 @@ class RedisState:
         self._held.clear()
         if release_slots and held:
 
-            async def give_back() -> None:
-                async with self._redis.pipeline(transaction=False) as p:
-                    for k, h in held:
-                        p.zrem(self._key("s", k), h)
-                    await p.execute()
+            async def give_back() -> None:  # pipelined: one write, replies in one read
+                r = self._redis
+                await asyncio.gather(*(r.call("ZREM", self._key("s", k), h) for k, h in held))
 
             with contextlib.suppress(StateUnavailable):
                 await self._call(give_back)
-        await self._redis.aclose()
+        await self._redis.close()
 
 
 def create(cfg: StateConfig) -> RedisState:

@@ -1,6 +1,6 @@
 """The ``local`` state backend across processes (spawned, as Granian workers are separate
-processes): limits hold in total whatever the number of processes and whichever twin of the
-core each runs, and slots held by a killed process are reclaimed."""
+processes): limits and budgets hold in total whatever the number of processes and whichever
+twin of the core each runs, and slots held by a killed process are reclaimed."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from fastgw.state.base import Limit, Take
+from fastgw.state.base import Charge, Limit, Take
 from fastgw.state.local import LocalState
 
 pytestmark = pytest.mark.integration
@@ -82,6 +82,49 @@ def test_four_processes_admit_exactly_the_capacity(tmp_path: Path) -> None:
     assert t.take_many([("both-b", 0.0, 1000.0, 0.0)], 0.0)[0][1] == 700.0
     assert t.get("ctr") == 1600.0
     assert state.health()["used"] == 4
+
+
+def _charge_worker(twin: str, path: str, tries: int, go: Any, out: Any) -> None:
+    state = LocalState(path, 1024)
+    state.table.close()
+    state.table = _table(twin, path)
+    inf = float("inf")
+    three = [Charge("b-key", 0.1, 1.0), Charge("b-team", 0.1, 5.0), Charge("b-tag", 0.1, inf)]
+
+    async def run() -> int:
+        n = 0
+        for _ in range(tries):
+            got = await state.charge_many(three, ttl=3600)
+            n += all(s.allowed for s in got)
+            await state.adjust("ledger", 0.25)
+        return n
+
+    go.wait()
+    out.put(asyncio.run(run()))
+
+
+def test_processes_never_overspend_a_budget(tmp_path: Path) -> None:
+    path = str(tmp_path / "state.shm")
+    twins = _twins()
+    go = CTX.Event()
+    out = CTX.Queue()
+    procs = [
+        CTX.Process(target=_charge_worker, args=(twins[i % len(twins)], path, 50, go, out))
+        for i in range(4)
+    ]
+    for p in procs:
+        p.start()
+    go.set()
+    got = [out.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(30)
+        assert p.exitcode == 0
+    assert sum(got) == 10  # 0.1 against 1.0, 200 tries: exactly 10
+    t = LocalState(path, 1024).table
+    totals = t.charge_many([("b-key", 0.0, 9.0), ("b-team", 0.0, 9.0), ("b-tag", 0.0, 9.0)], 0.0)
+    assert totals[0][1] == pytest.approx(1.0)
+    assert totals[0] == totals[1] == totals[2]  # all or nothing: the same ten additions
+    assert t.adjust("ledger", 0.0, 0.0) == 50.0  # 200 x 0.25, none lost
 
 
 def _hold_worker(twin: str, path: str, n: int, ready: Any) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from fastgw.config.schema import StateConfig
-from fastgw.state import Limit, Take, open_state, take
+from fastgw.state import Charge, Limit, Take, open_state, take
 from tests.servers import redis_up
 
 pytestmark = pytest.mark.integration
@@ -26,9 +26,9 @@ if not redis_up():
     pytest.skip("no Redis on 127.0.0.1:6379", allow_module_level=True)
 
 from redis.asyncio import Redis  # noqa: E402
-from redis.asyncio.connection import Connection  # noqa: E402
 
 from fastgw.state.redis import RedisState, StateUnavailable, redact_url  # noqa: E402
+from fastgw.state.resp import RespClient  # noqa: E402
 
 Hosts = Callable[..., RedisState]
 
@@ -352,16 +352,15 @@ async def test_one_round_trip_per_call(
 
     await warm()
     sent: list[str] = []
-    real = Connection.send_packed_command
+    real = RespClient.call
 
-    async def counting(self: Connection, command: Any, check_health: bool = True) -> None:
-        first = command[0] if isinstance(command, list) else command
-        sent.append(bytes(first).split(b"\r\n")[2].decode())
-        await real(self, command, check_health)
+    async def counting(self: RespClient, *args: Any) -> Any:
+        sent.append(str(args[0]))
+        return await real(self, *args)
 
     r = Redis.from_url(URL)
     before = await r.info("commandstats")
-    monkeypatch.setattr(Connection, "send_packed_command", counting)
+    monkeypatch.setattr(RespClient, "call", counting)
     try:
         n = 20
         for _ in range(n):
@@ -389,4 +388,98 @@ async def test_one_round_trip_per_call(
     # what Redis saw (other clients of this Redis may add to it, never remove)
     assert delta("evalsha") >= n * 4
     assert delta("incrbyfloat") >= n
+    healthy(s)
+
+
+# --- charge counters ---------------------------------------------------------------------------
+
+
+async def test_two_hosts_never_overspend_a_budget(hosts: Hosts) -> None:
+    a, b = hosts(), hosts()
+    inf = float("inf")
+    three = [Charge("key", 0.1, 1.0), Charge("team", 0.1, 0.55), Charge("tag", 0.1, inf)]
+    got = await asyncio.gather(
+        *(s.charge_many([Charge("solo", 0.1, 1.0)]) for _ in range(30) for s in (a, b))
+    )
+    assert sum(v[0].allowed for v in got) == 10  # 0.1 x 10 = 0.9999999999999999
+    got = await asyncio.gather(*(s.charge_many(three, ttl=60) for _ in range(30) for s in (a, b)))
+    assert sum(all(v.allowed for v in r) for r in got) == 5  # the team's cap binds
+    totals = await b.charge_many([Charge(k, 0, inf) for k in ("key", "team", "tag")])
+    assert totals[0].total == totals[1].total == totals[2].total == pytest.approx(0.5)
+    assert await a.adjust("key", -0.5) == pytest.approx(0.0)  # settled from another host
+    assert (await b.charge_many([Charge("key", 1.0, 1.0)]))[0].allowed
+    healthy(a, b)
+
+
+async def test_charge_counters_in_redis(hosts: Hosts, prefix: str) -> None:
+    a = hosts()
+    r = Redis.from_url(URL)
+    try:
+        assert (await a.charge_many([Charge("read", 0, 1.0)]))[0] == (True, 0.0)
+        assert await r.exists(f"{prefix}m:read") == 0  # a read creates nothing
+        await a.charge_many([Charge("p", 0.5, 1.0)], ttl=10)
+        assert await r.get(f"{prefix}m:p") == b"0.5"
+        assert 9000 < await r.pttl(f"{prefix}m:p") <= 10000
+        await a.adjust("p", 0.25)  # no ttl: the key keeps its expiry
+        assert 9000 < await r.pttl(f"{prefix}m:p") <= 10000
+        await a.charge_many([Charge("p", 1.0, 1.0)], ttl=100)  # refused: touches nothing
+        assert await r.pttl(f"{prefix}m:p") <= 10000
+        await a.adjust("p", 0.0, ttl=100)
+        assert 99000 < await r.pttl(f"{prefix}m:p") <= 100000
+        assert await a.seed("s", 2.5, ttl=0.2)
+        assert not await a.seed("s", 1.0)
+        assert await r.pttl(f"{prefix}m:s") <= 200
+        await asyncio.sleep(0.3)
+        assert await a.seed("s", 1.0)  # expired: seeded anew, now without a ttl
+        assert await r.pttl(f"{prefix}m:s") == -1
+        assert await a.adjust("n", -1.0) == -1.0 and await r.pttl(f"{prefix}m:n") == -1
+        # the other namespaces are elsewhere
+        await a.add("p", 3.0)
+        assert await r.get(f"{prefix}c:p") == b"3"
+    finally:
+        await r.aclose()
+    healthy(a)
+
+
+async def test_charge_counters_fail_open_and_closed(hosts: Hosts) -> None:
+    s = hosts(url="redis://127.0.0.1:1/0", on_error="open", timeout=0.25)
+    got = [await s.charge_many([Charge("fb", 0.4, 1.0)]) for _ in range(3)]
+    assert [v[0] for v in got] == [(True, 0.4), (True, 0.8), (False, 0.8)]  # per worker
+    assert await s.adjust("fb", -0.8) == 0.0
+    assert await s.seed("new", 1.0) and not await s.seed("new", 1.0)
+    assert s.health()["fallback_calls"] == 6
+    c = hosts(url="redis://127.0.0.1:1/0", on_error="closed", timeout=0.25)
+    calls: list[Callable[[], Awaitable[object]]] = [
+        lambda: c.charge_many([Charge("x", 1.0, 2.0)]),
+        lambda: c.adjust("x", 1.0),
+        lambda: c.seed("x", 1.0),
+    ]
+    for call in calls:
+        with pytest.raises(StateUnavailable):
+            await call()
+    assert c.health()["fallback_calls"] == 0
+    with pytest.raises(ValueError):  # a wrong call is the caller's error, whatever Redis does
+        await c.charge_many([Charge("x", -1.0, 2.0)])
+
+
+async def test_one_script_per_charge_call(hosts: Hosts, monkeypatch: pytest.MonkeyPatch) -> None:
+    s = hosts()
+    inf = float("inf")
+    three = [Charge("c1", 0.5, inf), Charge("c2", 0.5, inf), Charge("c3", 0.5, inf)]
+    await s.charge_many(three)  # send the scripts once
+    await s.adjust("c1", 1.0)
+    await s.seed("c4", 1.0)
+    evals: list[int] = []
+    real = RedisState._eval
+
+    async def counting(self: RedisState, script: Any, keys: Any, args: Any) -> Any:
+        evals.append(len(keys))
+        return await real(self, script, keys, args)
+
+    monkeypatch.setattr(RedisState, "_eval", counting)
+    for _ in range(10):
+        assert all(v.allowed for v in await s.charge_many(three, ttl=60))
+        await s.adjust("c1", -0.25, ttl=60)
+        assert not await s.seed("c4", 2.0)
+    assert evals == [3, 1, 1] * 10  # one script, one round trip, per call
     healthy(s)

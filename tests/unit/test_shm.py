@@ -21,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fastgw._core import _shm_py
-from fastgw.state.base import Limit, Take
+from fastgw.state.base import Charge, Limit, Take
 from fastgw.state.memory import MemoryState
 
 INF = float("inf")
@@ -128,6 +128,41 @@ def test_counters_and_namespaces(table: Any) -> None:
     assert table.used() == used + 3
 
 
+def test_charge_counters(table: Any) -> None:
+    got = table.charge_many([("k", 0.5, 1.0), ("t", 0.5, 10.0), ("g", 0.5, INF)], 0.0)
+    assert got == [(True, 0.5)] * 3
+    assert table.charge_many([("t", 9.25, 10.0)], 0.0) == [(True, 9.75)]
+    got = table.charge_many([("k", 0.5, 1.0), ("t", 0.5, 10.0), ("g", 0.5, INF)], 0.0)
+    assert got == [(True, 0.5), (False, 9.75), (True, 0.5)]  # nothing added
+    assert table.charge_many([("k", 0.25, 1.0), ("k", 0.25, 1.0)], 0.0) == [(True, 1.0)] * 2
+    assert table.charge_many([("k", 0.0, 0.5)], 0.0) == [(False, 1.0)]  # cap lowered
+    assert table.adjust("k", -1.5, 0.0) == -0.5
+    assert table.adjust("k", 0.25, 0.0) == -0.25
+    assert not table.seed("k", 3.0, 0.0)
+    assert table.charge_many([], 0.0) == []
+    with pytest.raises(ValueError):
+        table.charge_many([("k", -0.1, 1.0)], 0.0)
+    with pytest.raises(ValueError):
+        table.adjust("k", 1.0, 0.0, 0.0)  # a ttl must be > 0
+
+
+def test_charge_counters_expire(table: Any) -> None:
+    used = table.used()
+    assert table.charge_many([("r", 0.0, 1.0)], 0.0) == [(True, 0.0)]
+    assert table.used() == used + 1  # a read leaves a placeholder that does not exist
+    assert table.seed("r", 2.0, 0.0, 10.0)  # expires at 10
+    assert not table.seed("r", 1.0, 9.9)
+    assert table.charge_many([("r", 1.0, 5.0)], 5.0) == [(True, 3.0)]  # without a ttl: kept
+    assert table.charge_many([("r", 0.0, 5.0)], 9.99) == [(True, 3.0)]
+    assert table.charge_many([("r", 0.0, 5.0)], 10.0) == [(True, 0.0)]  # expired
+    assert table.adjust("r", 1.0, 10.0) == 1.0  # a new counter: never expires
+    assert table.adjust("r", 1.0, 1e9) == 2.0
+    assert table.adjust("r", 1.0, 1e9, 5.0) == 3.0  # a ttl on any write: expires at 1e9 + 5
+    assert table.charge_many([("r", 0.0, INF)], 1e9 + 5) == [(True, 0.0)]
+    assert table.seed("r", 7.0, 1e9 + 5)
+    assert table.used() == used + 1
+
+
 def test_a_released_holder_frees_its_record(table: Any) -> None:
     for _ in range(3):
         assert table.acquire("s", 10)
@@ -208,6 +243,32 @@ def test_a_full_table_reuses_idle_entries_or_refuses(shm_impl: ModuleType, tmp_p
     t2.close()
 
 
+def test_a_full_table_reuses_expired_charge_counters(shm_impl: ModuleType, tmp_path: Path) -> None:
+    t = shm_impl.ShmTable(str(tmp_path / "t.shm"), 3)
+    assert t.charge_many([("a", 1.0, INF)], 100.0, 5.0) == [(True, 1.0)]  # expires at 105
+    assert t.charge_many([("b", 1.0, INF)], 100.0) == [(True, 1.0)]  # never expires
+    assert t.charge_many([("c", 0.0, INF)], 100.0) == [(True, 0.0)]  # a placeholder
+    with pytest.raises(_shm_py.TableFull):  # the placeholder is less than REUSE_IDLE old
+        t.charge_many([("d", 1.0, INF)], 100.5)
+    assert t.charge_many([("d", 1.0, INF)], 101.0) == [(True, 1.0)]  # took c's entry
+    with pytest.raises(_shm_py.TableFull):
+        t.adjust("e", 1.0, 104.9)  # a is still live
+    assert t.adjust("e", 1.0, 105.0) == 1.0  # took a's entry
+    with pytest.raises(_shm_py.TableFull):
+        t.seed("a", 1.0, 1e9)  # b, d, e live without a ttl: never reused
+    assert t.charge_many([("b", 0.0, INF), ("d", 0.0, INF)], 1e9) == [(True, 1.0)] * 2
+    t.close()
+    # a charge_many over new keys never loses the entry it just claimed to its next key
+    t = shm_impl.ShmTable(str(tmp_path / "u.shm"), 3)
+    assert t.charge_many([("x", 1.0, INF)], 0.0, 1.0) == [(True, 1.0)]  # expires at 1
+    assert t.charge_many([("y", 1.0, INF), ("z", 1.0, INF)], 0.0) == [(True, 1.0)] * 2
+    with pytest.raises(_shm_py.TableFull):  # p takes x's entry, then q finds none
+        t.charge_many([("p", 1.0, INF), ("q", 1.0, INF)], 5.0)
+    assert t.charge_many([("p", 1.0, INF)], 5.0, 0.5) == [(True, 1.0)]  # p's placeholder
+    assert t.charge_many([("q", 1.0, INF), ("z", 1.0, INF)], 6.0) == [(True, 1.0), (True, 2.0)]
+    t.close()
+
+
 # --- the file -----------------------------------------------------------------------------------
 
 
@@ -223,6 +284,21 @@ def test_file_layout(shm_impl: ModuleType, tmp_path: Path) -> None:
     h1, h2 = _shm_py.key_hash(3, "c")
     off = 128 + (h1 % 16) * 128
     assert struct.unpack_from("<IIQQd", raw, off) == (0, 3, h1, h2, 2.5)
+    t.close()
+
+
+def test_file_layout_of_a_charge_counter(shm_impl: ModuleType, tmp_path: Path) -> None:
+    path = tmp_path / "t.shm"
+    t = shm_impl.ShmTable(str(path), 16)
+    assert t.charge_many([("m", 1.5, INF)], 100.0, 30.0) == [(True, 1.5)]
+    assert t.charge_many([("r", 0.0, INF)], 100.0) == [(True, 0.0)]
+    raw = path.read_bytes()
+    h1, h2 = _shm_py.key_hash(4, "m")
+    off = 128 + (h1 % 16) * 128  # value, expiry, claimed at
+    assert struct.unpack_from("<IIQQddd", raw, off) == (0, 4, h1, h2, 1.5, 130.0, 100.0)
+    h1, h2 = _shm_py.key_hash(4, "r")
+    off = 128 + (h1 % 16) * 128
+    assert struct.unpack_from("<IIQQddd", raw, off) == (0, 4, h1, h2, 0.0, -INF, 100.0)
     t.close()
 
 
@@ -269,6 +345,14 @@ def test_the_twins_share_one_file(tmp_path: Path) -> None:
     assert cc.held("s") == 1
     assert py.add("c", 1.0) == 1.0 and cc.add("c", 2.0) == 3.0 and py.get("c") == 3.0
     assert py.used() == cc.used() == 3
+    assert py.charge_many([("c", 0.5, 1.0), ("d", 0.5, INF)], 0.0, 60.0) == [(True, 0.5)] * 2
+    assert cc.charge_many([("c", 0.5, 1.0), ("d", 0.5, INF)], 1.0) == [(True, 1.0)] * 2
+    assert py.charge_many([("c", 0.1, 1.0), ("d", 0.1, INF)], 2.0) == [(False, 1.0), (True, 1.0)]
+    assert cc.adjust("c", -0.25, 3.0) == 0.75 and py.adjust("c", 0.0, 3.0) == 0.75
+    assert not cc.seed("d", 9.0, 4.0) and cc.seed("e", 9.0, 4.0) and not py.seed("e", 1.0, 4.0)
+    assert py.charge_many([("d", 0.0, INF)], 60.0) == [(True, 0.0)]  # expired for both
+    assert cc.seed("d", 2.0, 60.0) and py.charge_many([("d", 0.0, INF)], 1e9)[0][1] == 2.0
+    assert py.get("c") == 3.0 and py.used() == cc.used() == 6
     py.close()
     cc.close()
 
@@ -282,6 +366,7 @@ _take = st.tuples(
     st.sampled_from([0.0, 1.0, 5.0, 10.0]),
     st.sampled_from([0.0, 0.5, 3.0]),
 )
+_ttl = st.sampled_from([None, 0.3, 1.0])
 _op = st.one_of(
     st.tuples(st.just("take"), st.lists(_take, min_size=1, max_size=4)),
     st.tuples(st.just("settle"), _take),
@@ -290,6 +375,21 @@ _op = st.one_of(
     st.tuples(st.just("add"), st.sampled_from(KEYS), st.sampled_from([-1.0, 0.25, 3.0])),
     st.tuples(st.just("get"), st.sampled_from(KEYS)),
     st.tuples(st.just("tick"), st.sampled_from([0.0, 0.1, 0.5, 2.0])),
+    st.tuples(
+        st.just("charge"),
+        st.lists(
+            st.tuples(
+                st.sampled_from(KEYS),
+                st.sampled_from([0.0, 0.1, 0.5, 2.0]),
+                st.sampled_from([0.0, 1.0, 2.5, INF]),
+            ),
+            min_size=1,
+            max_size=4,
+        ),
+        _ttl,
+    ),
+    st.tuples(st.just("adjust"), st.sampled_from(KEYS), st.sampled_from([-1.0, 0.0, 0.3]), _ttl),
+    st.tuples(st.just("seed"), st.sampled_from(KEYS), st.sampled_from([0.0, 0.7, 3.0]), _ttl),
 )
 
 
@@ -300,6 +400,10 @@ def _apply(t: Any, op: tuple[Any, ...], now: float) -> object:
     if kind == "settle":
         key, n, cap, rate = op[1]
         return t.settle(key, n, cap, rate, now)
+    if kind == "charge":
+        return t.charge_many(list(op[1]), now, op[2])
+    if kind in ("adjust", "seed"):
+        return getattr(t, kind)(op[1], op[2], now, op[3])
     if kind in ("acquire", "add"):
         return getattr(t, kind)(op[1], op[2])
     if kind in ("release", "get"):
@@ -363,6 +467,16 @@ def test_agrees_with_the_memory_backend(shm_impl: ModuleType, ops: list[tuple[An
                 key, n, cap, rate = op[1]
                 t.settle(key, n, cap, rate, clock[0])
                 mem.settle_now(key, n, Limit(cap, rate))
+            elif kind == "charge":
+                got = t.charge_many(op[1], clock[0], op[2])
+                spent = mem.charge_many_now([Charge(*c) for c in op[1]], op[2])
+                assert [tuple(v) for v in spent] == got
+            elif kind == "adjust":
+                assert mem.adjust_now(op[1], op[2], op[3]) == t.adjust(
+                    op[1], op[2], clock[0], op[3]
+                )
+            elif kind == "seed":
+                assert mem.seed_now(op[1], op[2], op[3]) == t.seed(op[1], op[2], clock[0], op[3])
             elif kind in ("acquire", "add"):
                 assert _run(getattr(mem, kind)(op[1], op[2])) == getattr(t, kind)(op[1], op[2])
             else:
