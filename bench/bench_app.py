@@ -8,6 +8,12 @@ a few microseconds in noise:
 
     taskset -c 0 python bench/bench_app.py                 # this tree
     taskset -c 0 python bench/bench_app.py /path/to/other  # another checkout (its fastgw)
+
+``--variant`` times governance too: ``key`` (a virtual key with access rules), ``local`` and
+``redis`` (the key plus rpm and tpm limits on that state backend; ``redis`` needs one on
+127.0.0.1:6379). With ``--concurrency N`` N requests run at once, and the figure is the
+process's CPU time per request (``time.process_time``), so time spent waiting for Redis is
+not counted but the client's work is, and concurrent calls can share a round trip.
 """
 
 from __future__ import annotations
@@ -15,7 +21,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import tempfile
 import time
+import uuid
 from typing import Any, ClassVar
 
 _BODY = (
@@ -49,35 +57,64 @@ class _Client:
     async def request(self, origin: Any, data: bytes, timeouts: Any, stream: bool) -> _Response:
         return _Response()
 
+    async def close(self) -> None:
+        pass
 
-async def _run(rounds: int, per_round: int) -> float:
+
+_KEY = "sk-fastgw-bench-key-0123456789abcdef"
+VARIANTS = ("plain", "key", "local", "redis")
+
+
+def _config(variant: str, state_path: str) -> dict[str, Any]:
+    raw: dict[str, Any] = {
+        "providers": {"m": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "api_key": "k"}},
+        "models": {"m": {"targets": [{"provider": "m", "model": "x"}]}},
+    }
+    if variant == "plain":
+        return raw
+    key: dict[str, Any] = {
+        "name": "bench",
+        "key": _KEY,
+        "models": ["m", "other-*"],
+        "deny_models": ["m-secret"],
+        "max_tokens": 4096,
+    }
+    if variant in ("local", "redis"):
+        key["limits"] = {"rpm": 10**9, "tpm": 10**12}
+        raw["state"] = (
+            {"backend": "local", "path": state_path}
+            if variant == "local"
+            else {"backend": "redis", "prefix": f"fastgw-bench-{uuid.uuid4().hex[:8]}:"}
+        )
+    raw["keys"] = [key]
+    return raw
+
+
+async def _run(rounds: int, per_round: int, variant: str, concurrency: int) -> float:
     from fastgw.app import Gateway
     from fastgw.config import validate
 
-    cfg = validate(
-        {
-            "providers": {
-                "m": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "api_key": "k"}
-            },
-            "models": {"m": {"targets": [{"provider": "m", "model": "x"}]}},
-        },
-        env={},
-    )
+    tmp = tempfile.TemporaryDirectory()
+    cfg = validate(_config(variant, f"{tmp.name}/state"), env={})
     app: Any = Gateway(cfg, "bench")
+    await app.startup()
     app.client = _Client()
     app.ready = True
     loop = asyncio.get_running_loop()
+    headers = [
+        (b"host", b"127.0.0.1"),
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(_REQUEST)).encode()),
+        (b"user-agent", b"bench"),
+        (b"accept", b"*/*"),
+    ]
+    if variant != "plain":
+        headers.append((b"authorization", b"Bearer " + _KEY.encode()))
     scope = {
         "type": "http",
         "path": "/v1/chat/completions",
         "method": "POST",
-        "headers": [
-            (b"host", b"127.0.0.1"),
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(_REQUEST)).encode()),
-            (b"user-agent", b"bench"),
-            (b"accept", b"*/*"),
-        ],
+        "headers": headers,
     }
     first = {"type": "http.request", "body": _REQUEST, "more_body": False}
 
@@ -97,14 +134,27 @@ async def _run(rounds: int, per_round: int) -> float:
 
         return receive
 
-    for _ in range(2000):
-        await app(scope, receiver(), send)
-    best = float("inf")
-    for _ in range(rounds):
-        t = time.perf_counter()
-        for _ in range(per_round):
+    async def worker(n: int) -> None:
+        for _ in range(n):
             await app(scope, receiver(), send)
-        best = min(best, (time.perf_counter() - t) / per_round)
+
+    async def batch(n: int) -> None:
+        if concurrency == 1:
+            await worker(n)
+        else:
+            await asyncio.gather(*(worker(n // concurrency) for _ in range(concurrency)))
+
+    clock = time.perf_counter if concurrency == 1 else time.process_time
+    try:
+        await batch(2000)
+        best = float("inf")
+        for _ in range(rounds):
+            t = clock()
+            await batch(per_round)
+            best = min(best, (clock() - t) / per_round)
+    finally:
+        await app.shutdown()
+        tmp.cleanup()
     return best * 1e6
 
 
@@ -113,14 +163,24 @@ def main() -> None:
     parser.add_argument("tree", nargs="?", help="a checkout whose fastgw to time (default: this)")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--requests", type=int, default=20000, help="per round")
+    parser.add_argument("--variant", choices=(*VARIANTS, "all"), default="plain")
+    parser.add_argument("--concurrency", type=int, default=1, help="requests at once")
     args = parser.parse_args()
     if args.tree:
         sys.path.insert(0, args.tree)
     import uvloop
 
-    us = uvloop.run(_run(args.rounds, args.requests))
     where = args.tree or "this tree"
-    print(f"{where}: {us:.2f} µs per request (app only, best of {args.rounds} rounds)")
+    what = "CPU" if args.concurrency > 1 else "wall"
+    variants = VARIANTS if args.variant == "all" else (args.variant,)
+    base = None
+    for v in variants:
+        us = uvloop.run(_run(args.rounds, args.requests, v, args.concurrency))
+        base = base or us
+        print(
+            f"{where} [{v:>5}]: {us:6.2f} µs {what} per request ({us / base:5.1%} of the first;"
+            f" app only, {args.concurrency} at once, best of {args.rounds} rounds)"
+        )
 
 
 if __name__ == "__main__":

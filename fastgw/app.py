@@ -646,7 +646,7 @@ class Gateway:
         route, default_model = self._resolve(mreq.model)
         principal: Principal | None = scope.get("fastgw.principal")
         if principal is not None:
-            principal.check(mreq.model, "messages/count_tokens", b"{}")
+            principal.check(mreq.model, "messages/count_tokens", None)
         facts = self._facts(scope["headers"], body, mreq.model)
         targets = _eligible(route, facts, principal)
         target = targets[0] if targets else None
@@ -782,14 +782,14 @@ class Gateway:
         is to Anthropic targets, translated to ``req`` for the others)."""
         self._enlist(watcher)
         if mreq is not None:
-            model, raw = mreq.model, mreq.raw
+            model, raw, max_tokens = mreq.model, mreq.raw, mreq.max_tokens
         else:
             assert req is not None
-            model, raw = req.model, req.raw
+            model, raw, max_tokens = req.model, req.raw, req.max_tokens
         route, default_model = self._resolve(model)
         if principal is not None:
             endpoint = req.endpoint.path[1:] if req is not None else "messages"
-            principal.check(model, endpoint, raw)
+            principal.check(model, endpoint, max_tokens)
         facts: RequestFacts | None = None
         deadline: float | None = None
         if controls or route.fixed is None:  # the request or the route has a say
@@ -951,7 +951,9 @@ class Gateway:
             raise
         finally:
             if grant is not None:
-                await grant.finish()
+                grant.settle()
+                if grant.slots:
+                    await grant.release()
 
     async def _attempt(
         self,

@@ -57,6 +57,11 @@ def shm_impl(request: pytest.FixtureRequest) -> ModuleType:
     return _load_twin(request.param)
 
 
+@pytest.fixture(scope="session", params=_twin_params("_ratelimit"))
+def ratelimit_impl(request: pytest.FixtureRequest) -> ModuleType:
+    return _load_twin(request.param)
+
+
 # === end fastgw._core twins ===================================================================
 
 

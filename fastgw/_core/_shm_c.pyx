@@ -189,6 +189,29 @@ cdef inline void _store(fgw_entry* e, double v, double now, double ttl) noexcept
     e.value = v
 
 
+cdef class Prepared:
+    """Buckets of a ``take_prepared``: their digests and shapes in C arrays."""
+
+    cdef Py_ssize_t k
+    cdef uint64_t h[2 * SMALL]
+    cdef double shape[2 * SMALL]
+    cdef readonly list buckets
+
+    def __init__(self, list buckets):
+        cdef Py_ssize_t i
+        cdef bytes dg
+        if not 0 < len(buckets) <= SMALL:
+            raise ValueError(f"take_prepared takes 1 to {SMALL} buckets, not {len(buckets)}")
+        self.k = len(buckets)
+        self.buckets = list(buckets)
+        for i in range(self.k):
+            key, cap, rate = <tuple>buckets[i]
+            dg = _digest(KIND_BUCKET, key)
+            memcpy(&self.h[2 * i], PyBytes_AS_STRING(dg), 16)
+            self.shape[2 * i] = cap
+            self.shape[2 * i + 1] = rate
+
+
 cdef class ShmTable:
     """Token buckets, concurrency slots, counters and charge counters in the shared file
     ``path`` (see ``_shm_py``); every method is atomic across processes."""
@@ -220,10 +243,25 @@ cdef class ShmTable:
     ) except -2:
         """The index of the entry of ``key``, locked; -1 when missing and not ``create``."""
         cdef bytes d = _digest(kind, key)
-        cdef uint64_t h1, h2, home, s, step, n = self._n
-        cdef fgw_entry* e
+        cdef uint64_t h1, h2
         memcpy(&h1, PyBytes_AS_STRING(d), 8)
         memcpy(&h2, PyBytes_AS_STRING(d) + 8, 8)
+        return self._find_h(kind, h1, h2, create, now, v, cap, rate)
+
+    cdef Py_ssize_t _find_h(
+        self,
+        int kind,
+        uint64_t h1,
+        uint64_t h2,
+        bint create,
+        double now,
+        double v,
+        double cap,
+        double rate,
+    ) except -2:
+        """``_find`` by the key's digest halves."""
+        cdef uint64_t home, s, step, n = self._n
+        cdef fgw_entry* e
         home = h1 % n
         for step in range(n):
             s = home + step
@@ -269,14 +307,6 @@ cdef class ShmTable:
             f"shared state table {self.path} is full ({n} entries hold live state): "
             "raise state.entries"
         )
-
-    cdef inline bint _is(self, Py_ssize_t s, int kind, str key):
-        cdef bytes d = _digest(kind, key)
-        cdef uint64_t h1, h2
-        memcpy(&h1, PyBytes_AS_STRING(d), 8)
-        memcpy(&h2, PyBytes_AS_STRING(d) + 8, 8)
-        cdef fgw_entry* e = &self._ents[s]
-        return e.kind == <uint32_t>kind and e.h1 == h1 and e.h2 == h2
 
     # token buckets
 
@@ -337,21 +367,50 @@ cdef class ShmTable:
         Py_ssize_t* order,
         double now,
     ) except -1:
-        """Find (or create) the entry of ``kind`` of every item's key (``items[i][0]``; a bucket
-        is created full, with capacity ``d[4i + 1]`` and rate ``d[4i + 2]``) and lock them
-        all, each once, in increasing entry order (no deadlock): ``slots[i]`` is item i's
-        entry, ``order[:m]`` the entries locked; returns m."""
+        """Find (or create) the entry of ``kind`` of every item's key (``items[i][0]``) and
+        lock them all; see ``_lock_all_h``."""
+        cdef uint64_t small_h[2 * SMALL]
+        cdef uint64_t* h = small_h
+        cdef Py_ssize_t i
+        cdef bytes dg
+        if k > SMALL:
+            h = <uint64_t*>PyMem_Malloc(2 * k * sizeof(uint64_t))
+            if h == NULL:
+                raise MemoryError()
+        try:
+            for i in range(k):
+                dg = _digest(kind, (<tuple>items[i])[0])
+                memcpy(&h[2 * i], PyBytes_AS_STRING(dg), 16)
+            return self._lock_all_h(kind, h, k, d, slots, order, now)
+        finally:
+            if h != small_h:
+                PyMem_Free(h)
+
+    cdef Py_ssize_t _lock_all_h(
+        self,
+        int kind,
+        uint64_t* h,
+        Py_ssize_t k,
+        double* d,
+        Py_ssize_t* slots,
+        Py_ssize_t* order,
+        double now,
+    ) except -1:
+        """Find (or create) the entry of ``kind`` of every digest (``h[2i]``, ``h[2i + 1]``;
+        a bucket is created full, with capacity ``d[4i + 1]`` and rate ``d[4i + 2]``) and
+        lock them all, each once, in increasing entry order (no deadlock): ``slots[i]`` is
+        item i's entry, ``order[:m]`` the entries locked; returns m."""
         cdef Py_ssize_t i, j, m, s
         cdef bint same
         cdef double v, rate
+        cdef fgw_entry* e
         while True:
             for i in range(k):
-                key = (<tuple>items[i])[0]
                 v = rate = 0.0
                 if kind == KIND_BUCKET:
                     v = d[4 * i + 1]
                     rate = d[4 * i + 2]
-                slots[i] = self._find(kind, key, True, now, v, v, rate)
+                slots[i] = self._find_h(kind, h[2 * i], h[2 * i + 1], True, now, v, v, rate)
                 fgw_unlock(&self._ents[slots[i]].lock)
             # distinct entries in increasing order (insertion sort: k is small)
             m = 0
@@ -372,23 +431,37 @@ cdef class ShmTable:
                 m += 1
             for i in range(m):
                 fgw_lock(&self._ents[order[i]].lock, _pid)
-            try:
-                for i in range(k):
-                    if not self._is(slots[i], kind, (<tuple>items[i])[0]):
-                        break
-                else:
-                    return m
-            except BaseException:
-                for i in range(m - 1, -1, -1):
-                    fgw_unlock(&self._ents[order[i]].lock)
-                raise
+            for i in range(k):
+                e = &self._ents[slots[i]]
+                if not (e.kind == <uint32_t>kind and e.h1 == h[2 * i] and e.h2 == h[2 * i + 1]):
+                    break
+            else:
+                return m
             for i in range(m - 1, -1, -1):
                 fgw_unlock(&self._ents[order[i]].lock)
             # an entry was reused for another key between finding and locking: again
 
     cdef list _decide(self, Py_ssize_t k, Py_ssize_t* slots, double* d, double now):
-        """Decide with the entries ``slots`` locked; ``d[4i + 3]`` gets the need of take i's
-        bucket (the takes of one key add up)."""
+        """Decide with the entries ``slots`` locked; per take a verdict tuple."""
+        cdef bint ok = self._apply(k, slots, d, now)
+        cdef list out = []
+        cdef Py_ssize_t i
+        for i in range(k):
+            out.append(
+                _verdict(
+                    self._ents[slots[i]].value,
+                    d[4 * i] if ok else d[4 * i + 3],
+                    d[4 * i + 1],
+                    d[4 * i + 2],
+                    ok,
+                )
+            )
+        return out
+
+    cdef bint _apply(self, Py_ssize_t k, Py_ssize_t* slots, double* d, double now) noexcept:
+        """Refill, decide and take with the entries ``slots`` locked; whether the take
+        happened. ``d[4i + 3]`` gets the need of take i's bucket (the takes of one key add
+        up)."""
         cdef Py_ssize_t i, j, first
         cdef fgw_entry* e
         cdef double x, need
@@ -421,18 +494,40 @@ cdef class ShmTable:
                 e.value = e.value - d[4 * i]
             e.cap = d[4 * i + 1]
             e.rate = d[4 * i + 2]
-        cdef list out = []
+        return ok
+
+    def prepare(self, list buckets):
+        """A handle for ``take_prepared``: the digests and shapes of ``buckets``
+        (``(key, capacity, rate)`` each), computed once."""
+        return Prepared(buckets)
+
+    def take_prepared(self, Prepared p, list ns, double now):
+        """``take_many`` of ``ns[i]`` tokens from the prepared buckets: ``(allowed, [the
+        balance of each bucket])`` (after the take; before it when refused)."""
+        self._check_open()
+        cdef Py_ssize_t k = p.k
+        cdef Py_ssize_t i, m
+        cdef Py_ssize_t slots[SMALL]
+        cdef Py_ssize_t order[SMALL]
+        cdef double d[4 * SMALL]
+        cdef bint ok
+        if len(ns) != k:
+            raise ValueError(f"{len(ns)} amounts for {k} prepared buckets")
         for i in range(k):
-            out.append(
-                _verdict(
-                    self._ents[slots[i]].value,
-                    d[4 * i] if ok else d[4 * i + 3],
-                    d[4 * i + 1],
-                    d[4 * i + 2],
-                    ok,
-                )
-            )
-        return out
+            d[4 * i] = ns[i]
+            d[4 * i + 1] = p.shape[2 * i]
+            d[4 * i + 2] = p.shape[2 * i + 1]
+        if k == 1:
+            slots[0] = self._find_h(KIND_BUCKET, p.h[0], p.h[1], True, now, d[1], d[1], d[2])
+            ok = self._apply(1, slots, d, now)
+            fgw_unlock(&self._ents[slots[0]].lock)
+            return ok, [self._ents[slots[0]].value]
+        m = self._lock_all_h(KIND_BUCKET, p.h, k, d, slots, order, now)
+        ok = self._apply(k, slots, d, now)
+        cdef list out = [self._ents[slots[i]].value for i in range(k)]
+        for i in range(m - 1, -1, -1):
+            fgw_unlock(&self._ents[order[i]].lock)
+        return ok, out
 
     def settle(self, str key, double n, double capacity, double rate, double now):
         """Add ``n`` tokens (negative: take them) without any check, never above capacity."""

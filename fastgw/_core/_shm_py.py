@@ -348,6 +348,21 @@ def _check_ttl(ttl: float | None) -> None:
         raise ValueError("ttl must be None or a finite number of seconds > 0")
 
 
+#: The most buckets one ``take_prepared`` may name (the compiled twin's fixed arrays).
+MAX_PREPARED = 16
+
+
+class Prepared:
+    """Buckets of a ``take_prepared``."""
+
+    __slots__ = ("buckets",)
+
+    def __init__(self, buckets: list[tuple[str, float, float]]) -> None:
+        if not 0 < len(buckets) <= MAX_PREPARED:
+            raise ValueError(f"take_prepared takes 1 to {MAX_PREPARED} buckets, not {len(buckets)}")
+        self.buckets = list(buckets)
+
+
 class ShmTable:
     """Token buckets, concurrency slots, counters and charge counters in the shared file
     ``path`` (see the module docstring); every method is atomic across processes. ``now`` is
@@ -495,6 +510,21 @@ class ShmTable:
         )
 
     # token buckets
+
+    def prepare(self, buckets: list[tuple[str, float, float]]) -> Prepared:
+        """A handle for ``take_prepared``: ``buckets`` (``(key, capacity, rate)`` each)
+        checked once (the compiled twin also hashes them once)."""
+        return Prepared(buckets)
+
+    def take_prepared(self, p: Prepared, ns: list[float], now: float) -> tuple[bool, list[float]]:
+        """``take_many`` of ``ns[i]`` tokens from the prepared buckets: ``(allowed, [the
+        balance of each bucket])`` (after the take; before it when refused)."""
+        if len(ns) != len(p.buckets):
+            raise ValueError(f"{len(ns)} amounts for {len(p.buckets)} prepared buckets")
+        got = self.take_many(
+            [(key, n, cap, rate) for (key, cap, rate), n in zip(p.buckets, ns, strict=True)], now
+        )
+        return got[0][0], [v[1] for v in got]
 
     def take_many(
         self, takes: list[tuple[str, float, float, float]], now: float

@@ -191,13 +191,14 @@ _nested_decoder: Final = msgspec.json.Decoder(str | list[_Block] | None)
 class MessagesRequest:
     """A validated Messages request: its bytes and the facts the gateway routes on."""
 
-    __slots__ = ("model", "raw", "stream", "view")
+    __slots__ = ("max_tokens", "model", "raw", "stream", "view")
 
     def __init__(self, raw: bytes, view: _MessagesView) -> None:
         self.raw = raw
         self.view = view
         self.model = view.model
         self.stream = bool(view.stream)
+        self.max_tokens: int | None = view.max_tokens
 
 
 def _path(msgspec_path: str) -> str:

@@ -34,6 +34,9 @@ class _View(msgspec.Struct, kw_only=True):
     model: str
     stream: bool | None = None
     stream_options: StreamOptionsView | None = None
+    # the output cap asked for (access rules, budget reservations); read in the same pass
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
 
 
 class ChatView(_View, kw_only=True):
@@ -53,6 +56,7 @@ class ResponsesView(_View, kw_only=True):
     or a list of input items (their shape is the upstream's to check)."""
 
     input: str | list[Any] | None = None
+    max_output_tokens: int | None = None
 
 
 class Endpoint:
@@ -91,16 +95,25 @@ _MISSING_RE = re.compile(r"^Object missing required field `([^`]+)`$")
 class ParsedRequest:
     """A validated OpenAI-style request: its bytes and the facts the gateway routes on."""
 
-    __slots__ = ("client_usage", "endpoint", "model", "raw", "stream")
+    __slots__ = ("client_usage", "endpoint", "max_tokens", "model", "raw", "stream")
 
     def __init__(
-        self, endpoint: Endpoint, raw: bytes, model: str, stream: bool, client_usage: bool
+        self,
+        endpoint: Endpoint,
+        raw: bytes,
+        model: str,
+        stream: bool,
+        client_usage: bool,
+        max_tokens: int | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.raw = raw
         self.model = model
         self.stream = stream
         self.client_usage = client_usage
+        #: The most output tokens the request asks for (``max_completion_tokens``, else
+        #: ``max_tokens``; ``max_output_tokens`` for the Responses API); None: not said.
+        self.max_tokens = max_tokens
 
     def upstream_body(self, model: str, inject_usage: bool) -> bytes:
         """The body for an OpenAI-shaped upstream: the client's bytes, or a cheap rebuild
@@ -169,4 +182,7 @@ def parse_request(endpoint: Endpoint, body: bytes) -> ParsedRequest:
         raise bad_request("Embeddings do not support streaming.", param="stream")
     opts = view.stream_options
     client_usage = opts is not None and bool(opts.include_usage)
-    return ParsedRequest(endpoint, body, view.model, stream, client_usage)
+    cap = view.max_completion_tokens or view.max_tokens
+    if isinstance(view, ResponsesView):
+        cap = view.max_output_tokens or cap
+    return ParsedRequest(endpoint, body, view.model, stream, client_usage, cap)

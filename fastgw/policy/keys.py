@@ -17,8 +17,6 @@ import re
 import time
 from collections.abc import Iterable
 
-import msgspec
-
 from ..api.errors import GatewayError
 from ..config.keyspec import key_hash, parse_expiry
 from ..config.schema import AccessConfig, GatewayConfig, KeyConfig
@@ -86,14 +84,6 @@ def unauthorized(message: str, code: str = "invalid_api_key") -> GatewayError:
     )
 
 
-class _Limits(msgspec.Struct):
-    max_tokens: int | None = None
-    max_completion_tokens: int | None = None
-
-
-_limits_decoder = msgspec.json.Decoder(_Limits)
-
-
 class Principal:
     """A caller: its key's name, team, tags, and the rules that apply to it."""
 
@@ -139,8 +129,9 @@ class Principal:
             return False
         return True
 
-    def check(self, model: str, endpoint: str, body: bytes) -> None:
-        """403 unless every rule allows ``model`` on ``endpoint`` with the body's max tokens."""
+    def check(self, model: str, endpoint: str, max_tokens: int | None) -> None:
+        """403 unless every rule allows ``model`` on ``endpoint`` with the ``max_tokens``
+        the request asks for (None: it does not say)."""
         ck = (model, endpoint)
         if ck not in self._allowed:
             refusal: GatewayError | None = None
@@ -158,11 +149,7 @@ class Principal:
             raise forbidden(refused.message)
         cap = self.max_tokens
         if cap is not None:
-            try:
-                asked = _limits_decoder.decode(body)
-            except (msgspec.ValidationError, msgspec.DecodeError):
-                return  # the request's own validation reports it
-            n = asked.max_completion_tokens or asked.max_tokens
+            n = max_tokens
             if n is not None and n > cap:
                 raise forbidden(
                     f"key '{self.name}' may ask for at most {cap} max_tokens; the request "

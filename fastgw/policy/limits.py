@@ -13,10 +13,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+from typing import Any
 
+from .._core.ratelimit import rate_headers
 from ..api.errors import GatewayError
 from ..config.schema import GatewayConfig, KeyConfig, LimitsConfig
-from ..state import Limit, State, StateUnavailable, Take, Verdict
+from ..state import Limit, State, StateUnavailable, Take
 from .keys import Principal
 
 Headers = list[tuple[bytes, bytes]]
@@ -35,7 +37,7 @@ class _Scope:
         "label",
         "rpm",
         "rpm_cap",
-        "rpm_take",
+        "rpm_key",
         "tpm",
         "tpm_cap",
         "tpm_key",
@@ -50,13 +52,90 @@ class _Scope:
         # built once: the per-request work is a list of prebuilt pieces
         self.conc_key = f"conc:{id}"
         self.tpm_key = f"tpm:{id}"
-        self.rpm_take = Take(f"rpm:{id}", 1.0, self.rpm) if self.rpm else None
+        self.rpm_key = f"rpm:{id}"
         self.rpm_cap = b"%d" % cfg.rpm if cfg.rpm else b""
         self.tpm_cap = b"%d" % cfg.tpm if cfg.tpm else b""
 
 
-def _seconds(x: float) -> bytes:
-    return b"%ds" % math.ceil(x) if x < 1e9 else b"never"
+class _Plan:
+    """What admission does for one (key, model) pair, built once and reused per request:
+    the slots to take, the buckets in one prepared ``take`` (the backend's handle), where
+    the tokens/min buckets are among them, and the pieces of the ``x-ratelimit-*``
+    headers. Per request only the token estimate and the remaining balances change."""
+
+    __slots__ = (
+        "buckets",
+        "handle",
+        "limits",
+        "ns",
+        "owners",
+        "req",
+        "slots",
+        "tok",
+        "tokens",
+    )
+
+    def __init__(self, scopes: list[_Scope]) -> None:
+        self.slots = [(s.conc_key, s.conc, s) for s in scopes if s.conc is not None]
+        buckets: list[tuple[str, Limit]] = []
+        owners: list[_Scope] = []
+        self.req: list[int] = []  # bucket indexes of the requests/min buckets
+        self.tok: list[int] = []  # … and of the tokens/min ones
+        for s in scopes:
+            if s.rpm is not None:
+                self.req.append(len(buckets))
+                buckets.append((s.rpm_key, s.rpm))
+                owners.append(s)
+            if s.tpm is not None:
+                self.tok.append(len(buckets))
+                buckets.append((s.tpm_key, s.tpm))
+                owners.append(s)
+        self.buckets = buckets
+        self.owners = owners
+        self.limits = [lim for _, lim in buckets]
+        #: what each bucket gives per request (the tokens/min ones: the estimate)
+        self.ns = [1.0] * len(buckets)
+        self.tokens = [buckets[i] for i in self.tok]
+        self.handle: object = None  # the backend's prepared take, made on first use
+
+    def headers(self, remaining: list[float]) -> Headers:
+        """``x-ratelimit-{limit,remaining,reset}-{requests,tokens}`` of the tightest scope
+        (formatted by ``_core``)."""
+        req_cap = tok_cap = None
+        req_rem = req_reset = tok_rem = tok_reset = 0.0
+        if self.req:
+            i = self.req[0] if len(self.req) == 1 else min(self.req, key=remaining.__getitem__)
+            req_rem = remaining[i]
+            lim = self.limits[i]
+            req_reset = (lim.capacity - req_rem) / lim.rate
+            req_cap = self.owners[i].rpm_cap
+        if self.tok:
+            i = self.tok[0] if len(self.tok) == 1 else min(self.tok, key=remaining.__getitem__)
+            tok_rem = remaining[i]
+            lim = self.limits[i]
+            tok_reset = (lim.capacity - tok_rem) / lim.rate
+            tok_cap = self.owners[i].tpm_cap
+        return rate_headers(req_cap, req_rem, req_reset, tok_cap, tok_rem, tok_reset)
+
+    def refusal(self, remaining: list[float], ns: list[float], estimate: int) -> GatewayError:
+        """The 429 for the bucket that takes longest to hold what was asked."""
+        waits = [
+            max(0.0, n - r) / lim.rate if lim.rate > 0 else math.inf
+            for n, r, lim in zip(ns, remaining, self.limits, strict=True)
+        ]
+        worst = max(range(len(waits)), key=waits.__getitem__)
+        s = self.owners[worst]
+        tokens = worst in self.tok
+        cap = int(self.limits[worst].capacity)
+        if tokens and estimate > cap:
+            message = (
+                f"The request's estimated {estimate} prompt tokens exceed the "
+                f"{cap} tokens/minute of {s.label}."
+            )
+        else:
+            kind = "tokens" if tokens else "requests"
+            message = f"{s.label} is over its {cap} {kind}/minute limit."
+        return _too_many(message, "rate_limit_exceeded", waits[worst], self.headers(remaining))
 
 
 class Grant:
@@ -88,24 +167,27 @@ class Grant:
         if usage is not None:
             self.used = usage[2] or usage[0] + usage[1]
 
-    async def finish(self) -> None:
-        """Settle the reserved tokens with the real usage (unknown: the estimate stands) and
-        free the slots. Safe to call twice."""
-        try:
-            await self._finish()
-        except StateUnavailable:  # the settlement is lost; the answer is not the client's
-            self.slots = []
-            self.tokens = []
-
-    async def _finish(self) -> None:
+    def settle(self) -> None:
+        """Queue the settlement of the reserved tokens with the real usage (unknown: the
+        estimate stands); sent in batches off the request's path."""
         used = self.used
         if used is not None and used != self.estimate:
-            for key, limit in self.tokens:  # batched: off the request's path
+            for key, limit in self.tokens:
                 self.limiter.owe(key, float(self.estimate - used), limit)
         self.tokens = []
+
+    async def release(self) -> None:
+        """Free the concurrency slots (a lost release expires with the backend's lease)."""
         slots, self.slots = self.slots, []
         for key in slots:
-            await self.state.release(key)
+            with contextlib.suppress(StateUnavailable):
+                await self.state.release(key)
+
+    async def finish(self) -> None:
+        """``settle`` and ``release``. Safe to call twice."""
+        self.settle()
+        if self.slots:
+            await self.release()
 
 
 class Limiter:
@@ -127,16 +209,17 @@ class Limiter:
         self.active = bool(self.global_ or self.models or self.teams or self.keys)
         self.state: State | None = None
         #: Token settlements not yet sent, summed per bucket (see ``owe``).
-        self._owed: dict[str, tuple[float, Limit]] = {}
-        #: (key name, model) → the scopes that apply (the config does not change at run time).
-        self._scopes: dict[tuple[str | None, str], list[_Scope]] = {}
+        self._owed: dict[str, list[Any]] = {}  # key -> [tokens, Limit]
+        #: (key name, model) → what admission does (the config does not change at run time;
+        #: run-time key changes start afresh). None: no limit applies.
+        self._plans: dict[tuple[str | None, str], _Plan | None] = {}
         self._flushing = False
         self._tasks: set[asyncio.Task[None]] = set()
 
     def update_keys(self, keys: list[KeyConfig]) -> None:
         """The keys changed at run time (admin API): their limits from now on."""
         self.keys = _key_scopes(keys)
-        self._scopes = {}
+        self._plans = {}
         self.active = bool(self.global_ or self.models or self.teams or self.keys)
 
     async def usage(self, name: str) -> dict[str, object]:
@@ -147,8 +230,8 @@ class Limiter:
             return {"key": name, "limits": None}
         out: dict[str, object] = {"key": name, "limits": {}}
         takes = []
-        if scope.rpm_take is not None:
-            takes.append(Take(scope.rpm_take.key, 0.0, scope.rpm_take.limit))
+        if scope.rpm is not None:
+            takes.append(Take(scope.rpm_key, 0.0, scope.rpm))
         if scope.tpm is not None:
             takes.append(Take(scope.tpm_key, 0.0, scope.tpm))
         verdicts = await self.state.take_many(takes) if takes else []
@@ -168,8 +251,11 @@ class Limiter:
     def owe(self, key: str, n: float, limit: Limit) -> None:
         """Queue a settlement; settlements are summed per bucket and sent together every
         ``SETTLE_INTERVAL`` (one backend call per bucket, not per request)."""
-        prev = self._owed.get(key)
-        self._owed[key] = (n + (prev[0] if prev else 0.0), limit)
+        owed = self._owed.get(key)
+        if owed is not None:
+            owed[0] += n
+            return
+        self._owed[key] = [n, limit]
         if not self._flushing:
             self._flushing = True
             asyncio.get_running_loop().call_later(SETTLE_INTERVAL, self._flush_soon)
@@ -221,60 +307,50 @@ class Limiter:
 
     async def _admit(self, principal: Principal | None, model: str, estimate: int) -> Grant | None:
         ck = (principal.name if principal is not None else None, model)
-        scopes = self._scopes.get(ck)
-        if scopes is None:
-            if len(self._scopes) > 65536:
-                self._scopes.clear()
-            scopes = self._scopes[ck] = self.scopes(principal, model)
-        if not scopes:
+        try:
+            plan = self._plans[ck]
+        except KeyError:
+            if len(self._plans) > 65536:
+                self._plans.clear()
+            scopes = self.scopes(principal, model)
+            plan = self._plans[ck] = _Plan(scopes) if scopes else None
+        if plan is None:
             return None
         state = self.state
         assert state is not None, "Limiter.state is set at start-up"
         slots: list[str] = []
-        for s in scopes:
-            if s.conc is not None:
-                if not await state.acquire(s.conc_key, s.conc):
-                    for held in slots:
-                        await state.release(held)
-                    raise _too_many(
-                        f"{s.label} has {s.conc} requests in flight, its concurrency limit.",
-                        "concurrency_limit_exceeded",
-                        1.0,
-                        [],
-                    )
-                slots.append(s.conc_key)
-        takes: list[Take] = []
-        owners: list[_Scope] = []  # the scope of each take
-        for s in scopes:
-            if s.rpm_take is not None:
-                takes.append(s.rpm_take)
-                owners.append(s)
-            if s.tpm is not None:
-                takes.append(Take(s.tpm_key, float(estimate), s.tpm))
-                owners.append(s)
-        if not takes:
+        for key, limit, s in plan.slots:
+            if not await state.acquire(key, limit):
+                for held in slots:
+                    await state.release(held)
+                raise _too_many(
+                    f"{s.label} has {limit} requests in flight, its concurrency limit.",
+                    "concurrency_limit_exceeded",
+                    1.0,
+                    [],
+                )
+            slots.append(key)
+        if not plan.buckets:
             return Grant(self, state, slots, [], estimate, [])
-        verdicts = await state.take_many(takes)
-        headers = _headers(takes, owners, verdicts)
-        if not verdicts[0].allowed:
+        handle = plan.handle
+        if handle is None:
+            handle = plan.handle = state.prepare(plan.buckets)
+        ns = plan.ns
+        if plan.tok:
+            ns = ns.copy()
+            for i in plan.tok:
+                ns[i] = float(estimate)
+        try:
+            ok, remaining = await state.take_prepared(handle, ns)
+        except BaseException:
             for held in slots:
                 await state.release(held)
-            worst = max(range(len(verdicts)), key=lambda i: verdicts[i].retry_after)
-            s, t = owners[worst], takes[worst]
-            kind = "requests" if t is s.rpm_take else "tokens"
-            cap = int(t.limit.capacity)
-            if kind == "tokens" and estimate > cap:
-                message = (
-                    f"The request's estimated {estimate} prompt tokens exceed the "
-                    f"{cap} tokens/minute of {s.label}."
-                )
-            else:
-                message = f"{s.label} is over its {cap} {kind}/minute limit."
-            raise _too_many(message, "rate_limit_exceeded", verdicts[worst].retry_after, headers)
-        tokens = [
-            (t.key, t.limit) for t, s in zip(takes, owners, strict=True) if t is not s.rpm_take
-        ]
-        return Grant(self, state, slots, tokens, estimate, headers)
+            raise
+        if not ok:
+            for held in slots:
+                await state.release(held)
+            raise plan.refusal(remaining, ns, estimate)
+        return Grant(self, state, slots, plan.tokens, estimate, plan.headers(remaining))
 
 
 def _key_scopes(keys: list[KeyConfig]) -> dict[str, _Scope]:
@@ -287,30 +363,6 @@ def _key_scopes(keys: list[KeyConfig]) -> dict[str, _Scope]:
 
 def _any(cfg: LimitsConfig) -> bool:
     return bool(cfg.rpm or cfg.tpm or cfg.concurrency)
-
-
-def _headers(takes: list[Take], owners: list[_Scope], verdicts: list[Verdict]) -> Headers:
-    """``x-ratelimit-{limit,remaining,reset}-{requests,tokens}`` of the tightest scope."""
-    req: tuple[bytes, Verdict] | None = None
-    tok: tuple[bytes, Verdict] | None = None
-    for t, s, v in zip(takes, owners, verdicts, strict=True):
-        if t is s.rpm_take:
-            if req is None or v.remaining < req[1].remaining:
-                req = (s.rpm_cap, v)
-        elif tok is None or v.remaining < tok[1].remaining:
-            tok = (s.tpm_cap, v)
-    out: Headers = []
-    if req is not None:
-        cap, v = req
-        out.append((b"x-ratelimit-limit-requests", cap))
-        out.append((b"x-ratelimit-remaining-requests", b"%d" % max(0, math.floor(v.remaining))))
-        out.append((b"x-ratelimit-reset-requests", _seconds(v.reset)))
-    if tok is not None:
-        cap, v = tok
-        out.append((b"x-ratelimit-limit-tokens", cap))
-        out.append((b"x-ratelimit-remaining-tokens", b"%d" % max(0, math.floor(v.remaining))))
-        out.append((b"x-ratelimit-reset-tokens", _seconds(v.reset)))
-    return out
 
 
 def _too_many(message: str, code: str, retry_after: float, headers: Headers) -> GatewayError:

@@ -29,7 +29,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from hashlib import blake2b
-from typing import cast
+from typing import Any, cast
 
 from .._core import shm
 from ..config.schema import StateConfig
@@ -72,15 +72,10 @@ class LocalState:
         return [Verdict(*v) for v in got]
 
     def prepare(self, buckets: list[tuple[str, Limit]]) -> object:
-        return [(k, lim.capacity, lim.rate) for k, lim in buckets]
+        return self.table.prepare([(k, lim.capacity, lim.rate) for k, lim in buckets])
 
     async def take_prepared(self, handle: object, ns: list[float]) -> tuple[bool, list[float]]:
-        shapes = cast(list[tuple[str, float, float]], handle)
-        got = self.table.take_many(
-            [(k, n, cap, rate) for (k, cap, rate), n in zip(shapes, ns, strict=True)],
-            self.clock(),
-        )
-        return got[0][0], [v[1] for v in got]
+        return self.table.take_prepared(cast(Any, handle), ns, self.clock())
 
     async def settle(self, key: str, n: float, limit: Limit) -> None:
         self.table.settle(key, n, limit.capacity, limit.rate, self.clock())

@@ -88,6 +88,19 @@ def test_the_same_key_twice_adds_up(table: Any, first: bool) -> None:
     assert got == [(False, 1.0, INF, 0.0), (False, 1.0, INF, 0.0)]  # needs 2, has 1
 
 
+def test_prepared_takes(table: Any) -> None:
+    p = table.prepare([("pa", 5.0, 0.0), ("pb", 10.0, 0.0)])
+    assert table.take_prepared(p, [2.0, 4.0], 0.0) == (True, [3.0, 6.0])
+    assert table.take_prepared(p, [4.0, 1.0], 0.0) == (False, [3.0, 6.0])  # pa lacks: neither
+    assert table.take_many([("pa", 0.0, 5.0, 0.0)], 0.0)[0][1] == 3.0  # the same buckets
+    with pytest.raises(ValueError):
+        table.take_prepared(p, [1.0], 0.0)
+    with pytest.raises(ValueError):
+        table.prepare([])
+    with pytest.raises(ValueError):
+        table.prepare([(f"k{i}", 1.0, 1.0) for i in range(17)])
+
+
 def test_settle(table: Any) -> None:
     assert table.take_many([("k", 60.0, 100.0, 0.0)], 0.0)[0][0]
     table.settle("k", 50.0, 100.0, 0.0, 0.0)
@@ -369,6 +382,7 @@ _take = st.tuples(
 _ttl = st.sampled_from([None, 0.3, 1.0])
 _op = st.one_of(
     st.tuples(st.just("take"), st.lists(_take, min_size=1, max_size=4)),
+    st.tuples(st.just("prepared"), st.lists(_take, min_size=1, max_size=4)),
     st.tuples(st.just("settle"), _take),
     st.tuples(st.just("acquire"), st.sampled_from(KEYS), st.integers(0, 3)),
     st.tuples(st.just("release"), st.sampled_from(KEYS)),
@@ -397,6 +411,9 @@ def _apply(t: Any, op: tuple[Any, ...], now: float) -> object:
     kind = op[0]
     if kind == "take":
         return t.take_many(list(op[1]), now)
+    if kind == "prepared":
+        p = t.prepare([(k, cap, rate) for k, _, cap, rate in op[1]])
+        return t.take_prepared(p, [n for _, n, _, _ in op[1]], now)
     if kind == "settle":
         key, n, cap, rate = op[1]
         return t.settle(key, n, cap, rate, now)
@@ -463,6 +480,12 @@ def test_agrees_with_the_memory_backend(shm_impl: ModuleType, ops: list[tuple[An
                 got = t.take_many(takes, clock[0])
                 want = mem.take_many_now([Take(k, n, Limit(cap, r)) for k, n, cap, r in takes])
                 assert [tuple(v) for v in want] == got
+            elif kind == "prepared":
+                takes = op[1]
+                p = t.prepare([(k, cap, r) for k, _, cap, r in takes])
+                ok, remaining = t.take_prepared(p, [n for _, n, _, _ in takes], clock[0])
+                want = mem.take_many_now([Take(k, n, Limit(cap, r)) for k, n, cap, r in takes])
+                assert (want[0].allowed, [v.remaining for v in want]) == (ok, remaining)
             elif kind == "settle":
                 key, n, cap, rate = op[1]
                 t.settle(key, n, cap, rate, clock[0])

@@ -76,6 +76,15 @@ async def test_refill_at_the_rate(state: State) -> None:
     assert (await take(state, k, 1, lim)).allowed
 
 
+async def test_prepared_takes_are_take_many(state: State) -> None:
+    a, b = key("pa"), key("pb")
+    h = state.prepare([(a, Limit(3, 0.0)), (b, Limit(10, 0.0))])
+    assert await state.take_prepared(h, [1.0, 4.0]) == (True, [2.0, 6.0])
+    assert await state.take_prepared(h, [3.0, 1.0]) == (False, [2.0, 6.0])  # a lacks: neither
+    assert (await take(state, b, 0, Limit(10, 0.0))).remaining == 6.0
+    assert await state.take_prepared(h, [2.0, 6.0]) == (True, [0.0, 0.0])
+
+
 async def test_take_many_is_all_or_nothing(state: State) -> None:
     a, b = key("a"), key("b")
     big, small = Limit(10, 0.0), Limit(1, 0.0)

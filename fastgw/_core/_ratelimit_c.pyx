@@ -1,0 +1,57 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""The ``x-ratelimit-*`` answer headers: the compiled twin of ``_ratelimit_py`` (same
+results for every input; see its docstring)."""
+
+from cpython.bytes cimport PyBytes_FromFormat
+from libc.math cimport ceil, floor
+
+__all__ = ["MAX_SHOWN", "NEVER", "rate_headers"]
+
+NEVER = 1e9
+MAX_SHOWN = 10**18
+cdef double _NEVER = 1e9
+cdef double _MAX = 1e18  # MAX_SHOWN
+
+cdef bytes LIMIT_REQ = b"x-ratelimit-limit-requests"
+cdef bytes REMAINING_REQ = b"x-ratelimit-remaining-requests"
+cdef bytes RESET_REQ = b"x-ratelimit-reset-requests"
+cdef bytes LIMIT_TOK = b"x-ratelimit-limit-tokens"
+cdef bytes REMAINING_TOK = b"x-ratelimit-remaining-tokens"
+cdef bytes RESET_TOK = b"x-ratelimit-reset-tokens"
+cdef bytes NEVER_B = b"never"
+
+
+cdef inline bytes _remaining(double x):
+    if not x > 0:  # NaN included
+        return b"0"
+    if x >= _MAX:
+        return PyBytes_FromFormat(b"%zd", <Py_ssize_t>_MAX)
+    return PyBytes_FromFormat(b"%zd", <Py_ssize_t>floor(x))
+
+
+cdef inline bytes _reset(double s):
+    if not s < _NEVER:  # NaN included
+        return NEVER_B
+    if not s > 0:
+        return b"0s"
+    return PyBytes_FromFormat(b"%zds", <Py_ssize_t>ceil(s))
+
+
+def rate_headers(
+    object req_cap,
+    double req_remaining,
+    double req_reset,
+    object tok_cap,
+    double tok_remaining,
+    double tok_reset,
+):
+    cdef list out = []
+    if req_cap is not None:
+        out.append((LIMIT_REQ, req_cap))
+        out.append((REMAINING_REQ, _remaining(req_remaining)))
+        out.append((RESET_REQ, _reset(req_reset)))
+    if tok_cap is not None:
+        out.append((LIMIT_TOK, tok_cap))
+        out.append((REMAINING_TOK, _remaining(tok_remaining)))
+        out.append((RESET_TOK, _reset(tok_reset)))
+    return out

@@ -1,0 +1,70 @@
+"""The ``x-ratelimit-*`` answer headers: the pure-Python reference twin.
+
+Every answer to a rate-limited request carries six headers, with numbers that change per
+request, so formatting them is on the hot path (``_ratelimit_c`` formats them in C).
+"""
+
+from __future__ import annotations
+
+import math
+
+__all__ = ["MAX_SHOWN", "NEVER", "rate_headers"]
+
+#: ``reset`` at or above this many seconds: the bucket never refills (rate 0).
+NEVER = 1e9
+
+_REQUESTS = (
+    b"x-ratelimit-limit-requests",
+    b"x-ratelimit-remaining-requests",
+    b"x-ratelimit-reset-requests",
+)
+_TOKENS = (
+    b"x-ratelimit-limit-tokens",
+    b"x-ratelimit-remaining-tokens",
+    b"x-ratelimit-reset-tokens",
+)
+
+
+#: The largest balance shown (a larger one is shown as this).
+MAX_SHOWN = 10**18
+
+
+def _remaining(x: float) -> bytes:
+    """Whole tokens left: never negative (a bucket in debt shows 0; so does NaN)."""
+    if not x > 0:
+        return b"0"
+    if x >= MAX_SHOWN:
+        return b"%d" % MAX_SHOWN
+    return b"%d" % math.floor(x)
+
+
+def _reset(seconds: float) -> bytes:
+    """Seconds until the bucket is full again, rounded up, as OpenAI writes them (``6s``)."""
+    if not seconds < NEVER:  # NaN included
+        return b"never"
+    if not seconds > 0:
+        return b"0s"
+    return b"%ds" % math.ceil(seconds)
+
+
+def rate_headers(
+    req_cap: bytes | None,
+    req_remaining: float,
+    req_reset: float,
+    tok_cap: bytes | None,
+    tok_remaining: float,
+    tok_reset: float,
+) -> list[tuple[bytes, bytes]]:
+    """``x-ratelimit-{limit,remaining,reset}-requests`` (when ``req_cap`` is given) and
+    ``-tokens`` (when ``tok_cap`` is given) for a bucket's capacity (already formatted),
+    balance and seconds until full."""
+    out: list[tuple[bytes, bytes]] = []
+    if req_cap is not None:
+        out.append((_REQUESTS[0], req_cap))
+        out.append((_REQUESTS[1], _remaining(req_remaining)))
+        out.append((_REQUESTS[2], _reset(req_reset)))
+    if tok_cap is not None:
+        out.append((_TOKENS[0], tok_cap))
+        out.append((_TOKENS[1], _remaining(tok_remaining)))
+        out.append((_TOKENS[2], _reset(tok_reset)))
+    return out
