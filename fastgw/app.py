@@ -27,11 +27,22 @@ from .api import anthropic as anthropic_api
 from .api.errors import GatewayError, bad_request, not_found
 from .api.openai import Endpoint, ParsedRequest, parse_request
 from .asgi import ASGIApp, Message, Receive, Scope, Send, read_body
+from .catalog import model_card
 from .config import GatewayConfig, parse_duration, resolve_config
 from .policy.keys import KeyStore, Principal
 from .policy.limits import Grant, Limiter
+from .policy.meter import (
+    Meter,
+    Usage,
+    count_delivered,
+    estimate_prompt,
+    format_usd,
+    responses_stream_usage,
+    responses_usage,
+)
 from .policy.store import KeyRecord, RecordStore, merge_keys, open_record_store
 from .policy.sync import KeySync
+from .providers.anthropic import MessagesUsage, message_usage
 from .providers.base import ByteStreamProvider, StreamTranslator
 from .providers.registry import kinds
 from .routing import errors as upstream_errors
@@ -127,6 +138,116 @@ class _Translated:
     @property
     def usage(self) -> tuple[int, int, int, int] | None:
         return self._tr.usage
+
+
+class _Bill:
+    """The cost of one answer, settled once: from the provider's usage, else estimated from
+    the prompt and the text the client was sent (``Meter``)."""
+
+    __slots__ = (
+        "default_model",
+        "done",
+        "estimate",
+        "meter",
+        "reported",
+        "responses",
+        "sent",
+        "target",
+        "usage",
+        "usd",
+    )
+
+    def __init__(
+        self,
+        meter: Meter,
+        target: Target,
+        default_model: str,
+        estimate: int,
+        sent: _Sent,
+        responses: bool,
+    ) -> None:
+        self.meter = meter
+        self.target = target
+        self.default_model = default_model
+        self.estimate = estimate
+        self.sent = sent
+        #: A Responses API answer: its usage has its own shape (``input_tokens`` …).
+        self.responses = responses
+        #: Usage read off the relayed events (Responses API streams).
+        self.reported: Usage | None = None
+        self.done = False
+        #: The usage billed (reported, or estimated when the answer had none).
+        self.usage: Usage | None = None
+        self.usd: float | None = None
+
+    def settle(
+        self, usage: Usage | None, body: bytes | None = None, cut: bool = False
+    ) -> float | None:
+        """Bill ``usage`` once. None: estimate it (the prompt estimate, and the text of the
+        whole answer ``body`` or of what the stream delivered). ``cut``: the stream ended
+        early (the client left), so usage it reported so far (e.g. Anthropic's input
+        counts at the start) is completed with the text delivered after."""
+        if self.done:
+            return self.usd
+        self.done = True
+        if usage is None:
+            if body is not None and self.sent.resp.status < 300:
+                self.sent.delivered = count_delivered(body)
+            out = self.sent.delivered
+            usage = (self.estimate, out, self.estimate + out, 0)
+            self.meter.estimated += 1
+        elif cut and self.sent.delivered > usage[1]:
+            prompt, out = usage[0], self.sent.delivered
+            usage = (prompt, out, prompt + out, usage[3])
+            self.meter.estimated += 1
+        self.usage = usage
+        self.usd = self.meter.bill(self.target, self.default_model, usage)
+        return self.usd
+
+    def relayed(self, data: bytes) -> None:
+        """Stream bytes went to the client: count their text (and read a Responses API
+        stream's usage, which the relay does not know)."""
+        self.sent.delivered += count_delivered(data)
+        if self.responses and b'"usage"' in data:
+            self.reported = responses_stream_usage(data) or self.reported
+
+    def stream_usage(self) -> Usage | None:
+        """The usage a stream reported so far."""
+        return self.reported or getattr(self.sent.relay, "usage", None)
+
+    def trailer(self) -> bytes:
+        """The end of a stream that ended normally: its cost as an SSE comment."""
+        usd = self.settle(self.stream_usage())
+        return b"" if usd is None else b": x-fastgw-cost-usd=%s\n\n" % format_usd(usd)
+
+
+class _MessagesRelay:
+    """A Messages API stream relayed as it is (Anthropic target, Anthropic client), its
+    usage followed event by event (``MessagesUsage``)."""
+
+    __slots__ = ("_parser", "_usage")
+
+    def __init__(self, max_event: int) -> None:
+        self._parser = sse.SSEParser(max_event)
+        self._usage = MessagesUsage()
+
+    def _relay(self, events: list[sse.SSEEvent]) -> bytes:
+        track = self._usage.event
+        for ev in events:
+            if ev.data:
+                track(ev.data)
+        return b"".join([ev.raw for ev in events])
+
+    def feed(self, chunk: bytes) -> bytes:
+        return self._relay(self._parser.feed(chunk))
+
+    def flush(self) -> bytes:
+        last = self._parser.flush()
+        return b"" if last is None else self._relay([last])
+
+    @property
+    def usage(self) -> tuple[int, int, int, int] | None:
+        return self._usage.usage
 
 
 def _raw_fields(raw: bytes) -> dict[str, msgspec.Raw] | None:
@@ -225,7 +346,17 @@ class _Sent:
     """An attempt that got an answer: the response (a stream's first bytes read), how to
     relay it, and what the client's API wants of it."""
 
-    __slots__ = ("ctype", "first", "native", "out", "relay", "request", "resp", "stream")
+    __slots__ = (
+        "ctype",
+        "delivered",
+        "first",
+        "native",
+        "out",
+        "relay",
+        "request",
+        "resp",
+        "stream",
+    )
 
     def __init__(
         self,
@@ -248,6 +379,9 @@ class _Sent:
         self.request = request
         #: The body is the provider's own shape (``transform_response`` turns it into OpenAI's).
         self.native = native
+        #: Estimated tokens of the text relayed to the client so far (billed when the
+        #: stream ends without usage, e.g. cut by the client).
+        self.delivered = 0
 
 
 #: A request still waiting after one to two sweeps of this interval gets its client watched.
@@ -321,6 +455,8 @@ class Gateway:
         self.router = Router(cfg)
         self.keys = KeyStore(cfg)
         self.limiter = Limiter(cfg)
+        #: The model catalog, token estimates and cost (docs/catalog.md, docs/tokens.md).
+        self.meter = Meter(cfg)
         #: The admin API and the run-time keys it manages (started with the worker).
         self.admin: AdminAPI | None = None
         self.key_store: RecordStore | None = None
@@ -354,11 +490,9 @@ class Gateway:
             "/v1/messages": self._messages,
             "/v1/messages/count_tokens": self._count_tokens,
         }
-        self._models_list = [
-            {"id": name, "object": "model", "created": 0, "owned_by": provider}
-            for name, provider in self.router.public_models()
-        ]
-        self._models_body = _encoder.encode({"object": "list", "data": self._models_list})
+        self._models_at = -1  # the catalog the model list was built from (its swap count)
+        self._models_list: list[dict[str, object]] = []
+        self._models_body = b""
 
     # -- lifespan -------------------------------------------------------------------------
 
@@ -381,6 +515,7 @@ class Gateway:
             )
         if (self.limiter.active or self.admin is not None) and self.limiter.state is None:
             self.limiter.state = open_state(self.cfg.state)
+        self.meter.start()
         self.ready = True
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
@@ -405,6 +540,7 @@ class Gateway:
 
     async def shutdown(self) -> None:
         self.ready = False
+        await self.meter.stop()
         if self.client is not None:
             await self.client.close()
         if self.key_sync is not None:
@@ -553,11 +689,35 @@ class Gateway:
     # -- simple routes --------------------------------------------------------------------
 
     async def _models(self, send: Send, rid: bytes, principal: Principal | None) -> None:
+        if self._models_at != self.meter.holder.swaps:
+            self._build_models()
         body = self._models_body
         if principal is not None:  # the models this key may use
             allowed = [m for m in self._models_list if principal.may_use(str(m["id"]))]
             body = _encoder.encode({"object": "list", "data": allowed})
         await self._send_json(send, 200, body, [_JSON, (b"x-request-id", rid)])
+
+    def _build_models(self) -> None:
+        """The ``/v1/models`` items, each with its catalog data (prices, context window,
+        capabilities: the entry of the public name, else of its first target's model)."""
+        self._models_at = self.meter.holder.swaps
+        items: list[dict[str, object]] = []
+        for name, provider in self.router.public_models():
+            item: dict[str, object] = {
+                "id": name,
+                "object": "model",
+                "created": 0,
+                "owned_by": provider,
+            }
+            entry = self.meter.entry(name)
+            if entry is None:
+                first = self.router.exact[name].leaves[0]
+                entry = self.meter.entry(first.model or name)
+            if entry is not None:
+                item.update(model_card(entry))
+            items.append(item)
+        self._models_list = items
+        self._models_body = _encoder.encode({"object": "list", "data": items})
 
     async def _healthz(self, send: Send, rid: bytes, principal: Principal | None) -> None:
         await self._send_json(send, 200, b'{"status":"ok"}', [_JSON, (b"x-request-id", rid)])
@@ -596,6 +756,19 @@ class Gateway:
                 if isinstance(value, int | float):
                     name = f"fastgw_state_{field}"
                     text += f'# TYPE {name} gauge\n{name}{{backend="{backend}"}} {value}\n'
+        m = self.meter
+        text += (
+            "# TYPE fastgw_cost_usd_total counter\n"
+            f"fastgw_cost_usd_total {m.cost_usd!r}\n"
+            "# TYPE fastgw_billed_requests_total counter\n"
+            f"fastgw_billed_requests_total {m.requests}\n"
+            "# TYPE fastgw_unpriced_requests_total counter\n"
+            f"fastgw_unpriced_requests_total {m.unpriced}\n"
+            "# TYPE fastgw_estimated_usage_requests_total counter\n"
+            f"fastgw_estimated_usage_requests_total {m.estimated}\n"
+            "# TYPE fastgw_catalog_models gauge\n"
+            f"fastgw_catalog_models {len(m.holder.current)}\n"
+        )
         body = text.encode()
         ctype = (b"content-type", b"text/plain; version=0.0.4; charset=utf-8")
         await self._send_json(send, 200, body, [ctype, (b"x-request-id", rid)])
@@ -803,13 +976,14 @@ class Gateway:
         byok = facts.provider_key if facts is not None else None
         if byok is not None and principal is not None:
             principal.check_passthrough()
-        estimate = len(raw) // 4 + 1  # the prompt's tokens, estimated (~4 bytes each)
+        estimate = estimate_prompt(raw)  # the prompt's tokens, estimated in _core
         del raw
-        targets = _eligible(route, facts, principal)
+        targets = self.meter.fitting(_eligible(route, facts, principal), default_model, estimate)
         # last of the checks: what is admitted here is given back in the finally below
         grant: Grant | None = None
         if self.limiter.active:
             grant = await self.limiter.admit(principal, route.name, estimate)
+        bill: _Bill | None = None  # the answer being relayed, billed once it ends
         try:
             attempts = fallbacks = 0
             last_err: GatewayError | None = None
@@ -920,22 +1094,30 @@ class Gateway:
                         routing = _routing_headers(target, attempts, fallbacks)
                         if grant is not None:
                             routing = [*routing, *grant.headers]
+                        bill = _Bill(
+                            self.meter,
+                            target,
+                            default_model,
+                            estimate,
+                            sent,
+                            req is not None and req.endpoint is Endpoint.RESPONSES,
+                        )
                         if sent.relay is not None and sent.stream:
                             del req, mreq  # a stream may last minutes: hold no copy of the request
                             sent.request = None
                             self._waiting.discard(watcher)
                             watcher.arm()
                             filt = sent.out.relay(sent.relay)
-                            relay = sent.relay
                             await self._relay_stream(
-                                send, target, sent, filt, rid, routing, timeouts
+                                send, target, sent, filt, rid, routing, timeouts, bill
                             )
-                            if grant is not None:
-                                grant.used_from(getattr(relay, "usage", None))
                             return
                         start, body, usage = _answer(target, sent, rid, routing)
-                        if grant is not None:
-                            grant.used_from(usage)
+                        if bill.responses:
+                            usage = responses_usage(body["body"])
+                        usd = bill.settle(usage, body["body"])
+                        if usd is not None:
+                            start["headers"].append((b"x-fastgw-cost-usd", format_usd(usd)))
                         await send(start)
                         await send(body)
                         return
@@ -950,7 +1132,11 @@ class Gateway:
                 err.headers.extend(grant.headers)
             raise
         finally:
+            if bill is not None:  # a stream cut short is billed what it delivered
+                bill.settle(bill.stream_usage(), cut=True)
             if grant is not None:
+                if bill is not None:
+                    grant.used_from(bill.usage)
                 grant.settle()
                 if grant.slots:
                     await grant.release()
@@ -1056,7 +1242,7 @@ class Gateway:
                 raise upstream_errors.error_response(target, resp)
         except UpstreamError as e:
             raise upstream_errors.transport_error(e, target, timeouts) from None
-        relay = sse.StreamFilter(False, self.max_event) if stream else None
+        relay = _MessagesRelay(self.max_event) if stream else None
         ctype = resp.header(b"content-type") or b"application/json"
         return _Sent(resp, relay, stream, ctype, first, _PASSTHROUGH, None, False)
 
@@ -1069,9 +1255,12 @@ class Gateway:
         rid: bytes,
         routing: Headers,
         timeouts: Timeouts,
+        bill: _Bill | None = None,
     ) -> None:
         """Relay a stream event by event (its first bytes already read). A client disconnect
-        cancels this task (``_proxy`` watches), which drops the upstream connection."""
+        cancels this task (``_proxy`` watches), which drops the upstream connection. What
+        is relayed is shown to ``bill``, whose trailer (the cost, an SSE comment) ends a
+        stream that ended normally."""
         resp = sent.resp
         out = sent.out
         try:
@@ -1087,9 +1276,15 @@ class Gateway:
                 while chunk:
                     data = filt.feed(chunk)
                     if data:
+                        if bill is not None:
+                            bill.relayed(data)
                         await send({"type": "http.response.body", "body": data, "more_body": True})
                     chunk = await resp.readany()
                 tail = filt.flush()
+                if bill is not None:
+                    if tail:
+                        bill.relayed(tail)
+                    tail += bill.trailer()
                 if tail:
                     await send({"type": "http.response.body", "body": tail, "more_body": True})
             except (UpstreamError, sse.EventTooLarge) as e:
@@ -1127,7 +1322,10 @@ def _answer(
         data = target.provider.transform_response(sent.request, data)
         ctype = b"application/json"
     out = sent.out
-    usage = sse.extract_usage(data) if b'"usage"' in data else None
+    if out is _PASSTHROUGH:
+        usage = message_usage(data) if sent.resp.status < 300 else None
+    else:
+        usage = sse.extract_usage(data) if b'"usage"' in data else None
     if out is not _OPENAI_OUT and out is not _PASSTHROUGH:
         data = out.body(data)
         ctype = b"application/json"

@@ -514,6 +514,68 @@ class AnthropicStream(ChoiceChunks):
         return DONE
 
 
+# -- usage of relayed Messages API answers --------------------------------------------------------
+
+
+class _UsageView(msgspec.Struct):
+    """What ``MessagesUsage`` reads of an event or a message: its usage, wherever it is."""
+
+    type: str = ""
+    message: _UsageOnly | None = None
+    usage: _AUsage | None = None
+
+
+class _UsageOnly(msgspec.Struct):
+    usage: _AUsage | None = None
+
+
+_usage_view_decoder = msgspec.json.Decoder(_UsageView)
+
+
+def message_usage(body: bytes) -> Usage | None:
+    """The usage of a whole Messages API answer relayed as it is (``/v1/messages`` to an
+    Anthropic target), in the gateway's ``(prompt, completion, total, cached)`` form."""
+    try:
+        view = _usage_view_decoder.decode(body)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return None
+    return None if view.usage is None else _usage_of(view.usage)
+
+
+class MessagesUsage:
+    """Follows the usage of a Messages API stream relayed as it is: ``message_start``
+    carries the input counts, each ``message_delta`` the cumulative output (and, in newer
+    API versions, input) counts. Only events that mention ``"usage"`` are decoded."""
+
+    __slots__ = ("_input", "_output", "usage")
+
+    def __init__(self) -> None:
+        self._input = (0, 0, 0)  # input, cache creation, cache read tokens
+        self._output = 0
+        self.usage: Usage | None = None
+
+    def event(self, data: bytes) -> None:
+        if b'"usage"' not in data:
+            return
+        try:
+            view = _usage_view_decoder.decode(data)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            return
+        u = view.usage if view.message is None else view.message.usage
+        if u is None:
+            return
+        i, c, r = self._input
+        self._input = (
+            i if u.input_tokens is None else u.input_tokens,
+            c if u.cache_creation_input_tokens is None else u.cache_creation_input_tokens,
+            r if u.cache_read_input_tokens is None else u.cache_read_input_tokens,
+        )
+        if u.output_tokens is not None:
+            self._output = u.output_tokens
+        i, c, r = self._input
+        self.usage = _usage(i, self._output, c, r)
+
+
 # -- errors -----------------------------------------------------------------------------------
 
 

@@ -1,0 +1,158 @@
+"""Metering arithmetic (fastgw/policy/meter.py) and the usage readers of relayed answers:
+context-window filtering with the estimator's bound, the budget's worst-case cost, cost to
+1e-9 USD, Responses API and Anthropic Messages usage."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fastgw.api.errors import GatewayError
+from fastgw.config import validate
+from fastgw.policy.meter import (
+    ESTIMATE_BOUND,
+    Meter,
+    estimate_prompt,
+    format_usd,
+    responses_stream_usage,
+    responses_usage,
+)
+from fastgw.providers.anthropic import MessagesUsage, message_usage
+from fastgw.routing.router import Router
+
+
+def meter_and_router(tmp_path: Path) -> tuple[Meter, Router]:
+    cfg = validate(
+        {
+            "providers": {"p": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1"}},
+            "models": {
+                "small": {"targets": [{"provider": "p", "model": "small-model"}]},
+                "chain": {
+                    "targets": [
+                        {"provider": "p", "model": "small-model"},
+                        {"provider": "p", "model": "big-model"},
+                        {"provider": "p", "model": "nowhere"},
+                    ]
+                },
+            },
+            "catalog": {
+                "path": str(tmp_path / "catalog.json"),
+                "watch": 0.001,
+                "models": {
+                    "small-model": {"input": 1.0, "output": 2.0, "context_window": 1000},
+                    "big-model": {
+                        "input": 10.0,
+                        "output": 30.0,
+                        "cached_input": 1.0,
+                        "context_window": 100000,
+                        "max_output_tokens": 500,
+                    },
+                },
+            },
+        },
+        env={},
+    )
+    return Meter(cfg), Router(cfg)
+
+
+def test_context_window_filter_respects_the_estimators_bound(tmp_path: Path) -> None:
+    meter, router = meter_and_router(tmp_path)
+    small = router.exact["small"].leaves
+    # an estimate within the bound above the window may still fit: not refused
+    assert meter.fitting(small, "small", int(1000 / (1 - ESTIMATE_BOUND))) == small
+    with pytest.raises(GatewayError) as e:
+        meter.fitting(small, "small", int(1000 / (1 - ESTIMATE_BOUND)) + 2)
+    assert e.value.status == 400 and e.value.code == "context_length_exceeded"
+    chain = router.exact["chain"].leaves
+    left = meter.fitting(chain, "chain", 5000)
+    assert [t.model for t in left] == ["big-model", "nowhere"]  # unknown windows stay
+
+
+def test_max_cost_is_the_dearest_target(tmp_path: Path) -> None:
+    meter, router = meter_and_router(tmp_path)
+    chain = router.exact["chain"].leaves
+    # big-model: 100 prompt tokens and its max output of 500
+    assert meter.max_cost(chain, "chain", 100, None) == pytest.approx(
+        10.0 / 1e6 * 100 + 30.0 / 1e6 * 500, abs=1e-12
+    )
+    assert meter.max_cost(chain, "chain", 100, 10) == pytest.approx(
+        10.0 / 1e6 * 100 + 30.0 / 1e6 * 10, abs=1e-12
+    )
+
+
+def test_bill_to_a_billionth_of_a_dollar(tmp_path: Path) -> None:
+    meter, router = meter_and_router(tmp_path)
+    big = router.exact["chain"].leaves[1]
+    usd = meter.bill(big, "chain", (1234, 567, 1801, 1000))
+    want = 10.0 / 1e6 * 234 + 1.0 / 1e6 * 1000 + 30.0 / 1e6 * 567
+    assert usd is not None and abs(usd - want) < 1e-9
+    assert abs(float(format_usd(usd)) - want) < 1e-9
+    nowhere = router.exact["chain"].leaves[2]
+    assert meter.bill(nowhere, "chain", (1, 1, 2, 0)) is None
+    assert meter.unpriced == 1 and meter.requests == 2
+
+
+def test_a_new_catalog_is_used_at_once(tmp_path: Path) -> None:
+    meter, router = meter_and_router(tmp_path)
+    small = router.exact["small"].leaves[0]
+    assert meter.bill(small, "small", (1000000, 0, 1000000, 0)) == pytest.approx(1.0)
+    path = tmp_path / "catalog.json"
+    path.write_text(
+        json.dumps(
+            {"version": 1, "models": {"other": {"input": 1, "output": 1, "context_window": 9}}}
+        )
+    )
+    time.sleep(0.01)  # past the watch interval
+    assert meter.watcher.check(meter.holder)
+    assert meter.entry("other") is not None  # the old lookups were forgotten
+
+
+def test_estimate_prompt_is_never_zero() -> None:
+    assert estimate_prompt(b"") == 1
+    assert estimate_prompt(b'{"messages":[{"role":"user","content":"hello there"}]}') > 2
+
+
+def test_responses_api_usage() -> None:
+    body = {
+        "usage": {
+            "input_tokens": 30,
+            "output_tokens": 7,
+            "input_tokens_details": {"cached_tokens": 10},
+        }
+    }
+    assert responses_usage(json.dumps(body).encode()) == (30, 7, 37, 10)
+    event = {
+        "type": "response.completed",
+        "response": {"usage": {"input_tokens": 5, "output_tokens": 2}},
+    }
+    data = (
+        b'event: response.output_text.delta\ndata: {"delta":"x"}\n\n'
+        b"event: response.completed\ndata: %s\n\n" % json.dumps(event).encode()
+    )
+    assert responses_stream_usage(data) == (5, 2, 7, 0)
+    assert responses_usage(b"not json") is None
+    assert responses_usage(b'{"usage":null}') is None
+
+
+def test_anthropic_messages_usage() -> None:
+    body: dict[str, Any] = {
+        "usage": {
+            "input_tokens": 10,
+            "output_tokens": 4,
+            "cache_read_input_tokens": 6,
+            "cache_creation_input_tokens": 2,
+        }
+    }
+    assert message_usage(json.dumps(body).encode()) == (18, 4, 22, 6)
+    u = MessagesUsage()
+    u.event(b'{"type":"message_start","message":{"usage":{"input_tokens":12,"output_tokens":1}}}')
+    assert u.usage == (12, 1, 13, 0)
+    u.event(b'{"type":"content_block_delta","delta":{"type":"text_delta","text":"hi"}}')
+    u.event(b'{"type":"message_delta","usage":{"output_tokens":9}}')
+    assert u.usage == (12, 9, 21, 0)
+    u.event(b'garbage with "usage"')
+    assert u.usage == (12, 9, 21, 0)
