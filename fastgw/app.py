@@ -149,6 +149,7 @@ class _Bill:
         "done",
         "estimate",
         "meter",
+        "raw",
         "reported",
         "responses",
         "sent",
@@ -165,8 +166,12 @@ class _Bill:
         estimate: int,
         sent: _Sent,
         responses: bool,
+        raw: bytes | None = None,
     ) -> None:
         self.meter = meter
+        #: The request body, to estimate the prompt from if it was not yet (0) and the
+        #: answer has no usage.
+        self.raw = raw
         self.target = target
         self.default_model = default_model
         self.estimate = estimate
@@ -190,6 +195,9 @@ class _Bill:
         if self.done:
             return self.usd
         self.done = True
+        if usage is None and not self.estimate and self.raw is not None:
+            self.estimate = estimate_prompt(self.raw)
+        self.raw = None
         if usage is None:
             if body is not None and self.sent.resp.status < 300:
                 self.sent.delivered = count_delivered(body)
@@ -219,6 +227,13 @@ class _Bill:
         """The end of a stream that ended normally: its cost as an SSE comment."""
         usd = self.settle(self.stream_usage())
         return b"" if usd is None else b": x-fastgw-cost-usd=%s\n\n" % format_usd(usd)
+
+
+def _body(req: ParsedRequest | None, mreq: anthropic_api.MessagesRequest | None) -> bytes | None:
+    """The request's body, whichever API it came in."""
+    if mreq is not None:
+        return mreq.raw
+    return req.raw if req is not None else None
 
 
 class _MessagesRelay:
@@ -976,9 +991,19 @@ class Gateway:
         byok = facts.provider_key if facts is not None else None
         if byok is not None and principal is not None:
             principal.check_passthrough()
-        estimate = estimate_prompt(raw)  # the prompt's tokens, estimated in _core
+        targets = _eligible(route, facts, principal)
+        # the prompt's tokens, estimated in _core (~4 µs per KiB): when limits need them, a
+        # stream will not keep the body to estimate later, or the body might not fit a window
+        estimate = 0
+        stream = mreq.stream if mreq is not None else bool(req and req.stream)
+        if (
+            self.limiter.active
+            or stream
+            or self.meter.may_overflow(targets, default_model, len(raw))
+        ):
+            estimate = estimate_prompt(raw)
+            targets = self.meter.fitting(targets, default_model, estimate)
         del raw
-        targets = self.meter.fitting(_eligible(route, facts, principal), default_model, estimate)
         # last of the checks: what is admitted here is given back in the finally below
         grant: Grant | None = None
         if self.limiter.active:
@@ -1101,6 +1126,7 @@ class Gateway:
                             estimate,
                             sent,
                             req is not None and req.endpoint is Endpoint.RESPONSES,
+                            None if stream else _body(req, mreq),
                         )
                         if sent.relay is not None and sent.stream:
                             del req, mreq  # a stream may last minutes: hold no copy of the request

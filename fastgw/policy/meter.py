@@ -34,6 +34,7 @@ from ..routing.router import Target
 
 __all__ = [
     "ESTIMATE_BOUND",
+    "OVERFLOW_FACTOR",
     "STREAM_TEXT_FIELDS",
     "Meter",
     "Usage",
@@ -61,6 +62,9 @@ STREAM_TEXT_FIELDS = (
     b"partial_json",
     b"thinking",
 )
+
+#: The most tokens the estimator gives per byte of a JSON body (``{}``: 3 tokens, 2 bytes).
+OVERFLOW_FACTOR = 2
 
 #: The output tokens a reservation assumes when neither the request nor the catalog says.
 DEFAULT_MAX_OUTPUT = 4096
@@ -117,6 +121,17 @@ class Meter:
                 self._entries = {}
             found = self._entries[model] = self.holder.current.get(model)
             return found
+
+    def may_overflow(self, targets: list[Target], default_model: str, body_bytes: int) -> bool:
+        """Whether a body of ``body_bytes`` could hold a prompt over some target's context
+        window (so the prompt must be estimated): the estimate is at most
+        ``OVERFLOW_FACTOR × body_bytes`` (3 tokens per JSON object, ``{}``, is the densest)."""
+        tokens = OVERFLOW_FACTOR * body_bytes * (1.0 - ESTIMATE_BOUND)
+        for t in targets:
+            e = self.entry(t.model or default_model)
+            if e is not None and tokens > e.context_window:
+                return True
+        return False
 
     def fitting(self, targets: list[Target], default_model: str, estimate: int) -> list[Target]:
         """``targets`` less those whose model's context window the prompt cannot fit; 400

@@ -10,11 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fastgw.api.errors import GatewayError
 from fastgw.config import validate
 from fastgw.policy.meter import (
     ESTIMATE_BOUND,
+    OVERFLOW_FACTOR,
     Meter,
     estimate_prompt,
     format_usd,
@@ -67,6 +70,9 @@ def test_context_window_filter_respects_the_estimators_bound(tmp_path: Path) -> 
     with pytest.raises(GatewayError) as e:
         meter.fitting(small, "small", int(1000 / (1 - ESTIMATE_BOUND)) + 2)
     assert e.value.status == 400 and e.value.code == "context_length_exceeded"
+    # a body this small cannot hold a prompt over the window: no need to estimate it
+    assert not meter.may_overflow(small, "small", 500)
+    assert meter.may_overflow(small, "small", 1000)
     chain = router.exact["chain"].leaves
     left = meter.fitting(chain, "chain", 5000)
     assert [t.model for t in left] == ["big-model", "nowhere"]  # unknown windows stay
@@ -156,3 +162,17 @@ def test_anthropic_messages_usage() -> None:
     assert u.usage == (12, 9, 21, 0)
     u.event(b'garbage with "usage"')
     assert u.usage == (12, 9, 21, 0)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(),
+        lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(), inner, max_size=5),
+        max_leaves=30,
+    ),
+    st.booleans(),
+)
+def test_the_estimate_never_exceeds_the_overflow_factor(doc: object, ascii_only: bool) -> None:
+    raw = json.dumps(doc, ensure_ascii=ascii_only, separators=(",", ":")).encode()
+    assert estimate_prompt(raw) <= max(1, OVERFLOW_FACTOR * len(raw))
