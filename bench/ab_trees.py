@@ -7,6 +7,10 @@ machine hit every tree alike. Build each tree's compiled core first
 (``python setup.py build_ext --inplace`` in it).
 
     python bench/ab_trees.py --rounds 4 /path/to/before .
+
+``--model`` names the upstream model (one the catalog prices, e.g. ``gpt-4o-mini``, to time
+the cost computation), ``--prompt-words`` pads the prompt, ``--stream N`` asks for streams of
+N content chunks instead of whole answers (req/s then counts whole streams).
 """
 
 from __future__ import annotations
@@ -42,9 +46,19 @@ def wait_port(port: int, limit_s: float) -> None:
 
 
 LUA = """wrk.method = "POST"
-wrk.body = '{"model":"m","messages":[{"role":"user","content":"hi"}]}'
+wrk.body = '%s'
 wrk.headers["Content-Type"] = "application/json"
 """
+
+
+def request_body(words: int, stream: int) -> str:
+    """The chat request wrk sends: a prompt of ``words`` words, a stream of ``stream``
+    chunks (0: a whole answer)."""
+    prompt = " ".join(["hi", *(f"w{i}" for i in range(words))])
+    body = f'{{"model":"m","messages":[{{"role":"user","content":"{prompt}"}}]'
+    if stream:
+        body += f',"stream":true,"mock":{{"chunks":{stream},"interval_ms":0}}'
+    return body + "}"
 
 
 def start_mock() -> tuple[subprocess.Popen[bytes], int]:
@@ -98,6 +112,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("trees", nargs="+")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--model", default="x", help="the upstream model of the one target")
+    parser.add_argument("--prompt-words", type=int, default=0)
+    parser.add_argument("--stream", type=int, default=0, metavar="CHUNKS")
     args = parser.parse_args()
     mock, mock_port = start_mock()
     results: dict[str, list[tuple[float, float]]] = {t: [] for t in args.trees}
@@ -107,11 +124,11 @@ def main() -> None:
             f.write(
                 "providers:\n"
                 f"  m: {{kind: openai, base_url: 'http://127.0.0.1:{mock_port}/v1', api_key: k}}\n"
-                "models:\n  m: {targets: [{provider: m, model: x}]}\n"
+                f"models:\n  m: {{targets: [{{provider: m, model: {args.model}}}]}}\n"
             )
         script = os.path.join(tmp, "chat.lua")
         with open(script, "w") as f:
-            f.write(LUA)
+            f.write(LUA % request_body(args.prompt_words, args.stream))
         try:
             wait_port(mock_port, 20)
             for _ in range(args.rounds):

@@ -399,6 +399,10 @@ class _Sent:
         self.delivered = 0
 
 
+#: A streamed request body up to this size is kept (not estimated) while the stream runs, to
+#: estimate its prompt only if the stream ends without usage; a larger one is estimated first.
+_KEEP_FOR_BILLING = 64 * 1024
+
 #: A request still waiting after one to two sweeps of this interval gets its client watched.
 _WATCH_SWEEP = 0.25
 
@@ -992,13 +996,14 @@ class Gateway:
         if byok is not None and principal is not None:
             principal.check_passthrough()
         targets = _eligible(route, facts, principal)
-        # the prompt's tokens, estimated in _core (~4 µs per KiB): when limits need them, a
-        # stream will not keep the body to estimate later, or the body might not fit a window
+        # the prompt's tokens, estimated in _core (µs per KiB) only when needed now: for the
+        # limits, or when the body might not fit a context window (else an answer without
+        # usage estimates it at the end; a big streamed body is estimated before it is let go)
         estimate = 0
         stream = mreq.stream if mreq is not None else bool(req and req.stream)
         if (
             self.limiter.active
-            or stream
+            or (stream and len(raw) > _KEEP_FOR_BILLING)
             or self.meter.may_overflow(targets, default_model, len(raw))
         ):
             estimate = estimate_prompt(raw)
@@ -1126,10 +1131,13 @@ class Gateway:
                             estimate,
                             sent,
                             req is not None and req.endpoint is Endpoint.RESPONSES,
-                            None if stream else _body(req, mreq),
+                            None if estimate else _body(req, mreq),
                         )
                         if sent.relay is not None and sent.stream:
-                            del req, mreq  # a stream may last minutes: hold no copy of the request
+                            del (
+                                req,
+                                mreq,
+                            )  # a stream may last minutes: only the bill keeps a small body
                             sent.request = None
                             self._waiting.discard(watcher)
                             watcher.arm()
