@@ -7,6 +7,10 @@ length leaks through timing). The API manages the keys created at run time (kept
 listed read-only. A created key's secret is answered once, in the 201 of its creation; only
 its SHA-256 is stored, and no answer ever shows a secret or a whole hash.
 
+With a ``fastgw.policy.budgets.Budgets`` it also reports spend (``/admin/spend``, from the
+ledger every worker journals to) and sets budgets at run time (``/admin/budgets``, records in
+the same store, delivered to every worker by the key sync).
+
 Errors have OpenAI's shape (``fastgw.api.errors.GatewayError``): 400 with ``param`` naming the
 field, 401, 404, 405 with ``Allow``, 409, 413, 501, 503 when the store is unreachable. A
 failure of the API itself is a 500 without details (and a log line with the traceback).
@@ -18,22 +22,37 @@ import datetime
 import hashlib
 import hmac
 import logging
+import math
 import re
 import secrets
 from collections.abc import Awaitable, Callable, Collection
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl
 
 import msgspec
 
 from ..api.errors import GatewayError, bad_request, not_found
 from ..asgi import Receive, Scope, Send, read_body
+from ..config.budgetspec import BUDGET_KINDS, budget_errors
 from ..config.keyspec import (
     check_admin_token,
     key_hash,
     parse_expiry,
 )
-from ..config.schema import KeyConfig, LimitsConfig
-from ..policy.store import KeyRecord, RecordStore, RecordStoreError, now_iso
+from ..config.schema import BudgetConfig, KeyConfig, LimitsConfig
+from ..policy.ledger import QUERY_BY, QUERY_INTERVALS, LedgerError
+from ..policy.store import (
+    BudgetRecord,
+    BudgetStore,
+    KeyRecord,
+    RecordStore,
+    RecordStoreError,
+    now_iso,
+)
+from ..state import StateUnavailable
+
+if TYPE_CHECKING:
+    from ..policy.budgets import Budgets
 
 __all__ = [
     "KEY_PREFIX",
@@ -62,6 +81,12 @@ _LIST_FIELDS = ("tags", "models", "deny_models", "providers", "regions", "endpoi
 _CREATE_FIELDS = frozenset(("name", "team", "expires", "max_tokens", "limits", *_LIST_FIELDS))
 _PATCH_FIELDS = frozenset((*_CREATE_FIELDS - {"name"}, "disabled"))
 _LIMIT_FIELDS = ("rpm", "tpm", "concurrency")
+_BUDGET_FIELDS = ("usd", "period", "soft", "on_exceed", "fallback_model")
+#: A team or tag name in a path (free-form in the config, but one path segment here).
+_SCOPE_NAME_RE = re.compile(r"^(?!\.\.?$)[^/\x00-\x1f\x7f]{1,128}$")
+_SPEND_PARAMS = frozenset(("by", "since", "until", "interval", "name"))
+#: Most intervals one spend query may cover.
+MAX_INTERVALS = 10_000
 #: Longest string in a list field, and most items in one.
 _MAX_ITEM = 256
 _MAX_ITEMS = 1000
@@ -226,21 +251,94 @@ def _parse_fields(
 # -- the app --------------------------------------------------------------------------------
 
 
+def _parse_budget(body: bytes, models: Collection[str]) -> BudgetConfig:
+    """A budget from a JSON body (the fields of the config's ``budget``), checked as the
+    config validator checks it; 400 naming the first bad field."""
+    try:
+        data = msgspec.json.decode(body)
+    except (msgspec.DecodeError, RecursionError):
+        raise bad_request("The body is not valid JSON.", code="invalid_json") from None
+    if not isinstance(data, dict):
+        raise bad_request("The body must be a JSON object.", code="invalid_json")
+    for field, value in data.items():
+        if field not in _BUDGET_FIELDS:
+            raise _field_error(field, f"unknown field (expected {', '.join(_BUDGET_FIELDS)})")
+        nullable = field in ("soft", "fallback_model")
+        if value is None and nullable:
+            continue
+        or_null = " or null" if nullable else ""
+        if field in ("usd", "soft"):
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise _field_error(field, f"expected a number{or_null}")
+        elif not isinstance(value, str):
+            raise _field_error(field, f"expected a string{or_null}")
+    if "usd" not in data:
+        raise _field_error("usd", "required")
+    budget = msgspec.convert(data, BudgetConfig)
+    for field, message in budget_errors(budget, models):
+        raise _field_error(field, message)
+    return budget
+
+
+def _query(raw: bytes, allowed: frozenset[str]) -> dict[str, str]:
+    """The query string's parameters: each at most once, none unknown (400 otherwise)."""
+    try:
+        pairs = parse_qsl(raw.decode("ascii"), keep_blank_values=True)
+    except (UnicodeDecodeError, ValueError):
+        raise bad_request("The query string is not valid.", code="invalid_field") from None
+    out: dict[str, str] = {}
+    for name, value in pairs:
+        if name not in allowed:
+            known = ", ".join(sorted(allowed))
+            raise _field_error(name, f"unknown parameter (expected {known})")
+        if name in out:
+            raise _field_error(name, "given twice")
+        out[name] = value
+    return out
+
+
+def _time(params: dict[str, str], name: str) -> float | None:
+    """A Unix time from an ISO 8601 date or time parameter (UTC without an offset)."""
+    value = params.get(name)
+    if value is None:
+        return None
+    try:
+        return parse_expiry(value).timestamp()
+    except ValueError:
+        raise _field_error(name, f"expected an ISO 8601 date or time, got {value[:64]!r}") from None
+
+
+def _iso(ts: float) -> str:
+    return datetime.datetime.fromtimestamp(ts, datetime.UTC).isoformat(timespec="seconds")
+
+
 _ROUTES: dict[str, tuple[str, ...]] = {
     "openapi": ("GET",),
     "keys": ("GET", "POST"),
     "key": ("GET", "PATCH", "DELETE"),
     "usage": ("GET",),
+    "spend": ("GET",),
+    "budgets": ("GET",),
+    "budget": ("GET", "PUT", "DELETE"),
 }
 
 
 def _route(path: str, prefix: str) -> tuple[str, str | None] | None:
-    """(route, key name) of ``path``; None when it names nothing."""
+    """(route, key name — for a budget ``<kind>/<name>``) of ``path``; None when it names
+    nothing."""
     if not path.startswith(prefix + "/"):
         return None
     parts = path[len(prefix) + 1 :].rstrip("/").split("/")
     if parts == ["openapi.json"]:
         return "openapi", None
+    if parts == ["spend"]:
+        return "spend", None
+    if parts[0] == "budgets":
+        if len(parts) == 1:
+            return "budgets", None
+        if len(parts) == 3 and parts[2]:
+            return "budget", f"{parts[1]}/{parts[2]}"
+        return None
     if parts[0] != "keys":
         return None
     if len(parts) == 1:
@@ -255,7 +353,9 @@ def _route(path: str, prefix: str) -> tuple[str, str | None] | None:
 class AdminAPI:
     """The ASGI app of ``/admin/...``. ``config_keys`` are the config file's keys (listed,
     never changed here); ``usage(name)`` answers ``GET /admin/keys/{name}/usage`` (None: 501);
-    ``teams``, when given, are the team names a key may belong to."""
+    ``teams``, when given, are the team names a key may belong to. ``budgets``: the
+    worker's budgets and spend ledger, for ``/admin/spend`` and ``/admin/budgets`` (None:
+    501); run-time budgets are kept in ``store``, which must then hold budgets too."""
 
     def __init__(
         self,
@@ -267,6 +367,7 @@ class AdminAPI:
         teams: Collection[str] | None = None,
         prefix: str = "/admin",
         max_body: int = MAX_BODY,
+        budgets: Budgets | None = None,
     ) -> None:
         problem = check_admin_token(token)
         if problem is not None:
@@ -275,6 +376,12 @@ class AdminAPI:
         self.store = store
         self.usage = usage
         self.teams = None if teams is None else frozenset(teams)
+        self.budgets = budgets
+        self.budget_store: BudgetStore | None = None
+        if budgets is not None:
+            if not isinstance(store, BudgetStore):
+                raise TypeError("budgets need a store that holds budgets (BudgetStore)")
+            self.budget_store = store
         self.prefix = prefix.rstrip("/")
         self.max_body = max_body
         #: Config keys by name: (the key with its secret dropped, its hash).
@@ -282,7 +389,7 @@ class AdminAPI:
         for k in config_keys:
             digest = key_hash(k.key) if k.key is not None else str(k.hash)
             self._config[k.name] = (msgspec.structs.replace(k, key=None), digest)
-        self._openapi = _encoder.encode(openapi_document(self.prefix))
+        self._openapi = _encoder.encode(openapi_document(self.prefix, budgets=budgets is not None))
 
     # -- ASGI -------------------------------------------------------------------------------
 
@@ -293,13 +400,18 @@ class AdminAPI:
             await self._handle(scope, receive, send)
         except GatewayError as err:
             await self._send(send, err.status, err.body(), err.headers)
-        except RecordStoreError as exc:
-            log.warning("admin API: key store unavailable: %s", exc)
+        except (RecordStoreError, LedgerError, StateUnavailable) as exc:
+            log.warning("admin API: %s unavailable: %s", _what(exc), exc)
+            code = {
+                "key store": "store_unavailable",
+                "spend ledger": "ledger_unavailable",
+                "state backend": "state_unavailable",
+            }[_what(exc)]
             unavailable = GatewayError(
                 503,
-                "The key store is unavailable; retry shortly.",
+                f"The {_what(exc)} is unavailable; retry shortly.",
                 "unavailable",
-                "store_unavailable",
+                code,
                 headers=[(b"retry-after", b"1")],
             )
             await self._send(send, 503, unavailable.body(), unavailable.headers)
@@ -332,6 +444,13 @@ class AdminAPI:
             )
         if route == "openapi":
             await self._send(send, 200, self._openapi)
+        elif route == "spend":
+            await self._spend(send, scope.get("query_string", b""))
+        elif route == "budgets":
+            await self._list_budgets(send)
+        elif route == "budget" and name is not None:
+            kind, _, bname = name.partition("/")
+            await self._budget(send, method, kind, bname, scope, receive)
         elif route == "keys" and method == "GET":
             await self._list(send)
         elif route == "keys":
@@ -509,6 +628,189 @@ class AdminAPI:
             ) from None
         await self._send(send, 200, _encoder.encode(data))
 
+    # -- spend and budgets ------------------------------------------------------------------
+
+    def _need_budgets(self) -> tuple[Budgets, BudgetStore]:
+        if self.budgets is None or self.budget_store is None:
+            raise GatewayError(
+                501,
+                "Spend and budgets are not available in this gateway.",
+                "not_implemented",
+                "budgets_unavailable",
+            )
+        return self.budgets, self.budget_store
+
+    async def _spend(self, send: Send, raw_query: bytes) -> None:
+        budgets, _ = self._need_budgets()
+        params = _query(raw_query, _SPEND_PARAMS)
+        by = params.get("by", "key")
+        if by not in QUERY_BY:
+            raise _field_error("by", f"expected one of {', '.join(QUERY_BY)}, got {by[:64]!r}")
+        interval = params.get("interval", "day")
+        if interval not in QUERY_INTERVALS:
+            raise _field_error("interval", f"expected hour or day, got {interval[:64]!r}")
+        step = QUERY_INTERVALS[interval] * 60.0
+        until = _time(params, "until") or self._now()
+        since = _time(params, "since")
+        if since is None:  # a day by the hour, 30 days by the day
+            since = (math.floor(until / step) - (23 if interval == "hour" else 29)) * step
+        if since >= until:
+            raise _field_error("since", "must be before until")
+        if (until - since) / step > MAX_INTERVALS:
+            raise _field_error("since", f"at most {MAX_INTERVALS} {interval}s per query")
+        name = params.get("name")
+        await budgets.ledger.flush()  # this worker's spend so far; the others' as flushed
+        rows = await budgets.ledger.query(by, since, until, interval, name)
+        total = math.fsum(float(str(r["cost_usd"])) for r in rows)
+        for r in rows:
+            r["start"] = _iso(float(str(r["start"])))
+        answer = {
+            "object": "list",
+            "by": by,
+            "interval": interval,
+            "since": _iso(since),
+            "until": _iso(until),
+            "name": name,
+            "total_usd": total,
+            "data": rows,
+        }
+        await self._send(send, 200, _encoder.encode(answer))
+
+    async def _budget_items(
+        self, store: BudgetStore, only: tuple[str, str] | None = None
+    ) -> list[tuple[str, str, BudgetConfig, BudgetRecord | None]]:
+        """Every budget (or the one ``only`` names): the config's, with the run-time records
+        (fresh from the store) over them."""
+        budgets, _ = self._need_budgets()
+        items: dict[tuple[str, str], tuple[BudgetConfig, BudgetRecord | None]] = {
+            ident: (b, None) for ident, b in budgets.config.items()
+        }
+        if only is not None:
+            items = {only: items[only]} if only in items else {}
+            found = await store.get_budget(*only)
+            records = [found] if found is not None else []
+        else:
+            records = await store.list_budgets()
+        for r in records:
+            items[r.kind, r.name] = (_record_budget(r), r)
+        return [(k, n, b, r) for (k, n), (b, r) in sorted(items.items(), key=lambda kv: kv[0])]
+
+    async def _budget_views(
+        self, items: list[tuple[str, str, BudgetConfig, BudgetRecord | None]]
+    ) -> list[dict[str, object]]:
+        budgets, _ = self._need_budgets()
+        statuses = await budgets.status([(k, n, b) for k, n, b, _ in items])
+        out = []
+        for (kind, name, _, r), st in zip(items, statuses, strict=True):
+            out.append(
+                {
+                    **st,
+                    "source": "admin" if r is not None else "config",
+                    "overrides_config": r is not None and (kind, name) in budgets.config,
+                    "created_at": r.created_at if r else None,
+                    "updated_at": r.updated_at if r else None,
+                }
+            )
+        return out
+
+    async def _list_budgets(self, send: Send) -> None:
+        _, store = self._need_budgets()
+        views = await self._budget_views(await self._budget_items(store))
+        await self._send(send, 200, _encoder.encode({"object": "list", "data": views}))
+
+    async def _budget(
+        self, send: Send, method: str, kind: str, name: str, scope: Scope, receive: Receive
+    ) -> None:
+        budgets, store = self._need_budgets()
+        if kind not in BUDGET_KINDS:
+            raise not_found(
+                f"Unknown budget kind '{kind[:64]}' (expected key, team or tag).",
+                code="unknown_url",
+            )
+        pattern = _NAME_RE if kind == "key" else _SCOPE_NAME_RE
+        if not pattern.match(name) and (kind, name) not in budgets.config:
+            raise _field_error("name", f"not a valid {kind} name")
+        if method == "GET":
+            items = await self._budget_items(store, (kind, name))
+            if not items:
+                raise self._unknown_budget(kind, name)
+            await self._send(send, 200, _encoder.encode((await self._budget_views(items))[0]))
+        elif method == "PUT":
+            await self._put_budget(send, budgets, store, kind, name, scope, receive)
+        else:
+            if await store.delete_budget(kind, name):
+                log.info("admin API: budget of %s %r removed", kind, name)
+                await self._send(send, 204, b"")
+            elif (kind, name) in budgets.config:
+                raise GatewayError(
+                    409,
+                    f"The budget of {kind} '{name}' is declared in the config file; change it "
+                    "there (a PUT sets a run-time budget over it).",
+                    code="config_budget",
+                    param="name",
+                )
+            else:
+                raise self._unknown_budget(kind, name)
+
+    async def _put_budget(
+        self,
+        send: Send,
+        budgets: Budgets,
+        store: BudgetStore,
+        kind: str,
+        name: str,
+        scope: Scope,
+        receive: Receive,
+    ) -> None:
+        budget = _parse_budget(await self._body(scope, receive), budgets.models)
+        if kind == "key" and await self._find(name) is None:
+            raise self._unknown_key(name)
+        teams = self.teams if self.teams is not None else budgets.teams
+        if kind == "team" and name not in teams:
+            raise not_found(f"No team named '{name}'.", code="team_not_found")
+        before = await store.get_budget(kind, name)
+        stamp = now_iso()
+        record = BudgetRecord(
+            kind=kind,
+            name=name,
+            usd=budget.usd,
+            period=budget.period,
+            soft=budget.soft,
+            on_exceed=budget.on_exceed,
+            fallback_model=budget.fallback_model,
+            created_at=before.created_at if before is not None else stamp,
+            updated_at=stamp if before is not None else None,
+        )
+        created = await store.put_budget(record)
+        log.info("admin API: budget of %s %r set to $%g %s", kind, name, budget.usd, budget.period)
+        view = (await self._budget_views([(kind, name, budget, record)]))[0]
+        location = f"{self.prefix}/budgets/{kind}/{name}".encode()
+        await self._send(
+            send, 201 if created else 200, _encoder.encode(view), [(b"location", location)]
+        )
+
+    @staticmethod
+    def _unknown_budget(kind: str, name: str) -> GatewayError:
+        return not_found(f"No budget for {kind} '{name}'.", code="budget_not_found")
+
+
+def _record_budget(r: BudgetRecord) -> BudgetConfig:
+    return BudgetConfig(
+        usd=r.usd,
+        period=r.period,
+        soft=r.soft,
+        on_exceed=r.on_exceed,
+        fallback_model=r.fallback_model,
+    )
+
+
+def _what(exc: Exception) -> str:
+    if isinstance(exc, LedgerError):
+        return "spend ledger"
+    if isinstance(exc, StateUnavailable):
+        return "state backend"
+    return "key store"
+
 
 # -- OpenAPI --------------------------------------------------------------------------------
 
@@ -534,8 +836,56 @@ def _strings(description: str) -> dict[str, Any]:
     }
 
 
-def openapi_document(prefix: str = "/admin") -> dict[str, Any]:
-    """The OpenAPI 3.1 description of the admin API (served at ``<prefix>/openapi.json``)."""
+def _query_param(
+    name: str, description: str, enum: list[str] | None = None, default: str | None = None
+) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string"}
+    if enum is not None:
+        schema["enum"] = enum
+    if default is not None:
+        schema["default"] = default
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "schema": schema,
+        "description": description,
+    }
+
+
+def _budget_schema() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["usd"],
+        "properties": {
+            "usd": {"type": "number", "exclusiveMinimum": 0, "description": "The hard limit."},
+            "period": {
+                "type": "string",
+                "default": "monthly",
+                "pattern": r"^(daily|weekly|monthly|[1-9][0-9]{0,2}d)$",
+                "description": "daily, weekly (ISO), monthly (UTC) or <N>d: the last N days "
+                "(1 to 366), moving by whole UTC days.",
+            },
+            "soft": {
+                "type": ["number", "null"],
+                "exclusiveMinimum": 0,
+                "exclusiveMaximum": 1,
+                "default": 0.8,
+                "description": "Fraction of usd past which answers carry a warning.",
+            },
+            "on_exceed": {"type": "string", "enum": ["reject", "fallback"], "default": "reject"},
+            "fallback_model": {
+                "type": ["string", "null"],
+                "description": "on_exceed fallback: the model served once over the limit.",
+            },
+        },
+    }
+
+
+def openapi_document(prefix: str = "/admin", *, budgets: bool = False) -> dict[str, Any]:
+    """The OpenAPI 3.1 description of the admin API (served at ``<prefix>/openapi.json``);
+    ``budgets``: with the spend and budget endpoints (a gateway with a ``Budgets``)."""
     name_param = {
         "name": "name",
         "in": "path",
@@ -593,13 +943,14 @@ def openapi_document(prefix: str = "/admin") -> dict[str, Any]:
         "401": _error("No admin token, or a wrong one."),
     }
     store_error = {"503": _error("The key store is unreachable.")}
-    return {
+    doc: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {
             "title": "fastgw admin API",
             "version": "1",
-            "description": "Virtual keys created, changed and revoked at run time. A change "
-            "reaches every worker within the key sync interval (0.5 s) plus one poll.",
+            "description": "Virtual keys created, changed and revoked at run time, spend "
+            "reports and run-time budgets. A change reaches every worker within the key sync "
+            "interval (0.5 s) plus one poll.",
         },
         "servers": [{"url": "/"}],
         "security": [{"adminToken": []}],
@@ -768,6 +1119,80 @@ def openapi_document(prefix: str = "/admin") -> dict[str, Any]:
                         "data": {"type": "array", "items": _ref("Key")},
                     },
                 },
+                "Budget": _budget_schema(),
+                "BudgetStatus": {
+                    "allOf": [
+                        _ref("Budget"),
+                        {
+                            "type": "object",
+                            "properties": {
+                                "kind": {"type": "string", "enum": list(BUDGET_KINDS)},
+                                "name": {"type": "string"},
+                                "source": {"type": "string", "enum": ["config", "admin"]},
+                                "overrides_config": {"type": "boolean"},
+                                "period_id": {
+                                    "type": "string",
+                                    "examples": ["2026-11-23", "2026-W48", "2026-11"],
+                                },
+                                "period_start": {"type": "string", "format": "date-time"},
+                                "reset_at": {"type": "string", "format": "date-time"},
+                                "reset_seconds": {"type": "integer"},
+                                "spent_usd": {
+                                    "type": "number",
+                                    "description": "Settled spend plus reservations in flight.",
+                                },
+                                "remaining_usd": {"type": "number"},
+                                "used_pct": {"type": "number"},
+                                "soft_exceeded": {"type": "boolean"},
+                                "exceeded": {"type": "boolean"},
+                                "created_at": {"type": ["string", "null"]},
+                                "updated_at": {"type": ["string", "null"]},
+                            },
+                        },
+                    ]
+                },
+                "BudgetList": {
+                    "type": "object",
+                    "required": ["object", "data"],
+                    "properties": {
+                        "object": {"const": "list"},
+                        "data": {"type": "array", "items": _ref("BudgetStatus")},
+                    },
+                },
+                "SpendList": {
+                    "type": "object",
+                    "required": ["object", "data", "total_usd"],
+                    "properties": {
+                        "object": {"const": "list"},
+                        "by": {"type": "string", "enum": list(QUERY_BY)},
+                        "interval": {"type": "string", "enum": ["hour", "day"]},
+                        "since": {"type": "string", "format": "date-time"},
+                        "until": {"type": "string", "format": "date-time"},
+                        "name": {"type": ["string", "null"]},
+                        "total_usd": {"type": "number"},
+                        "data": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "description": "One interval of one key, team, model or tag "
+                                "(the field named like `by`; null: requests without a key or "
+                                "team).",
+                                "properties": {
+                                    "start": {"type": "string", "format": "date-time"},
+                                    "requests": {"type": "integer"},
+                                    "estimated": {
+                                        "type": "integer",
+                                        "description": "Requests whose usage was estimated.",
+                                    },
+                                    "prompt_tokens": {"type": "integer"},
+                                    "completion_tokens": {"type": "integer"},
+                                    "cached_tokens": {"type": "integer"},
+                                    "cost_usd": {"type": "number"},
+                                },
+                            },
+                        },
+                    },
+                },
                 "Error": {
                     "type": "object",
                     "required": ["error"],
@@ -783,6 +1208,109 @@ def openapi_document(prefix: str = "/admin") -> dict[str, Any]:
                             },
                         }
                     },
+                },
+            },
+        },
+    }
+    if budgets:
+        doc["paths"].update(_budget_paths(prefix, auth_errors, store_error))
+    return doc
+
+
+def _budget_paths(
+    prefix: str, auth_errors: dict[str, Any], store_error: dict[str, Any]
+) -> dict[str, Any]:
+    """The paths of ``/spend`` and ``/budgets``."""
+    return {
+        f"{prefix}/spend": {
+            "get": {
+                "operationId": "getSpend",
+                "summary": "Spend per key, team, model or tag, per hour or day (from the "
+                "ledger every worker journals to; each worker's spend appears once flushed).",
+                "parameters": [
+                    _query_param("by", "What to group by.", list(QUERY_BY), "key"),
+                    _query_param("interval", "Bucket size (UTC).", ["hour", "day"], "day"),
+                    _query_param(
+                        "since",
+                        "ISO 8601 date or time (UTC without an offset); default: 24 hours "
+                        "(interval hour) or 30 days (interval day) before until.",
+                    ),
+                    _query_param("until", "ISO 8601 date or time; default: now."),
+                    _query_param("name", "Only this key, team, model or tag."),
+                ],
+                "responses": {
+                    "200": _json(_ref("SpendList"), "The spend, oldest interval first."),
+                    "400": _error("A bad parameter (`param` names it)."),
+                    **auth_errors,
+                    "503": _error("The ledger cannot be read."),
+                },
+            },
+        },
+        f"{prefix}/budgets": {
+            "get": {
+                "operationId": "listBudgets",
+                "summary": "Every budget (config file and run time) with its spend now.",
+                "responses": {
+                    "200": _json(_ref("BudgetList"), "The budgets, by kind and name."),
+                    **auth_errors,
+                    "503": _error("The store or the state backend is unreachable."),
+                },
+            },
+        },
+        f"{prefix}/budgets/{{kind}}/{{name}}": {
+            "parameters": [
+                {
+                    "name": "kind",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string", "enum": list(BUDGET_KINDS)},
+                },
+                {
+                    "name": "name",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string", "minLength": 1, "maxLength": 128},
+                    "description": "The key's, team's or tag's name.",
+                },
+            ],
+            "get": {
+                "operationId": "getBudget",
+                "summary": "One budget with its spend now.",
+                "responses": {
+                    "200": _json(_ref("BudgetStatus"), "The budget."),
+                    **auth_errors,
+                    "404": _error("No budget for it."),
+                    **store_error,
+                },
+            },
+            "put": {
+                "operationId": "setBudget",
+                "summary": "Set (or raise) a budget at run time; it replaces a budget of "
+                "the config file for the same owner while it exists.",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("Budget")}},
+                },
+                "responses": {
+                    "200": _json(_ref("BudgetStatus"), "Replaced."),
+                    "201": _json(_ref("BudgetStatus"), "Created."),
+                    "400": _error("Invalid JSON or field (`param` names it)."),
+                    **auth_errors,
+                    "404": _error("No such key or team."),
+                    "413": _error("Body larger than 64 KiB."),
+                    **store_error,
+                },
+            },
+            "delete": {
+                "operationId": "deleteBudget",
+                "summary": "Remove a run-time budget (a budget of the config file, if "
+                "any, applies again).",
+                "responses": {
+                    "204": {"description": "Removed."},
+                    **auth_errors,
+                    "404": _error("No budget for it."),
+                    "409": _error("Only the config file declares this budget."),
+                    **store_error,
                 },
             },
         },

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import re
 import types
@@ -17,8 +18,16 @@ import yaml
 from ..api.openai import NOT_OVERRIDABLE
 from ..catalog import check_overrides
 from ..routing.conditions import Condition, FieldRef
+from .budgetspec import budget_errors
 from .keyspec import check_admin_token, key_errors, key_hash
-from .schema import STATE_BACKENDS, STRATEGIES, GatewayConfig, TargetConfig, _StrategyFields
+from .schema import (
+    STATE_BACKENDS,
+    STRATEGIES,
+    AccessConfig,
+    GatewayConfig,
+    TargetConfig,
+    _StrategyFields,
+)
 
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
@@ -313,6 +322,7 @@ def _semantic_checks(cfg: GatewayConfig, fail: typing.Callable[[str, str], None]
             value = getattr(lim, field)
             if value is not None and value < 1:
                 fail(f"{path}.{field}", "must be at least 1 (omit it for no limit)")
+    _check_budgets(cfg, fail)
     if cfg.catalog.path is not None and not cfg.catalog.path.strip():
         fail("catalog.path", "cannot be empty (omit it for the default)")
     for path, message in check_overrides(cfg.catalog.models):
@@ -326,6 +336,59 @@ def _semantic_checks(cfg: GatewayConfig, fail: typing.Callable[[str, str], None]
         if mname.count("*") > 1:
             fail(f"models.{mname}", "a model pattern may contain at most one '*'")
         _check_node(cfg, f"models.{mname}", m, m.targets, fail)
+
+
+#: Longest ``budgets.flush_interval``: what a crash may lose of the settled spend.
+MAX_FLUSH_INTERVAL = 300.0
+
+
+def _check_budgets(cfg: GatewayConfig, fail: typing.Callable[[str, str], None]) -> None:
+    """Every budget (keys', teams', tags'), the ledger settings, and per config key that
+    its budgets can reroute it: a request is rerouted at most once, so the budgets of a key,
+    its team and its tags must agree on one fallback model, which the key may use."""
+    models = list(cfg.models)
+    budgets = [(f"keys[{i}].budget", k.budget) for i, k in enumerate(cfg.keys) if k.budget]
+    budgets += [(f"teams.{n}.budget", t.budget) for n, t in cfg.teams.items() if t.budget]
+    budgets += [(f"budgets.tags.{n}", b) for n, b in cfg.budgets.tags.items()]
+    for path, b in budgets:
+        for field, message in budget_errors(b, models):
+            fail(f"{path}.{field}", message)
+    if any(not t.strip() for t in cfg.budgets.tags):
+        fail("budgets.tags", "a tag name cannot be empty")
+    if cfg.budgets.ledger is not None and not cfg.budgets.ledger.strip():
+        fail("budgets.ledger", "cannot be empty (omit it for the default)")
+    if cfg.budgets.flush_interval > MAX_FLUSH_INTERVAL:
+        fail("budgets.flush_interval", f"must be at most {MAX_FLUSH_INTERVAL:g}s")
+    for i, k in enumerate(cfg.keys):
+        team = cfg.teams.get(k.team) if k.team else None
+        owners = [("its own budget", k.budget)]
+        owners.append((f"team {k.team!r}", team.budget if team else None))
+        owners += [(f"tag {t!r}", cfg.budgets.tags.get(t)) for t in sorted(set(k.tags))]
+        fallbacks = {
+            who: b.fallback_model
+            for who, b in owners
+            if b is not None and b.on_exceed == "fallback" and b.fallback_model
+        }
+        if len(set(fallbacks.values())) > 1:
+            listed = ", ".join(f"{m!r} ({who})" for who, m in fallbacks.items())
+            fail(
+                f"keys[{i}]",
+                f"its budgets fall back to different models: {listed}; a request is "
+                "rerouted at most once, so they must name the same fallback_model",
+            )
+        for who, m in fallbacks.items():
+            if not _may_use(k, m) or (team is not None and not _may_use(team, m)):
+                fail(
+                    f"keys[{i}]",
+                    f"may not use {m!r}, the fallback model of {who} (models / deny_models)",
+                )
+
+
+def _may_use(rules: AccessConfig, model: str) -> bool:
+    """The model rules of a key or team, as ``fastgw.policy.keys.Rules`` applies them."""
+    if any(fnmatch.fnmatchcase(model, p) for p in rules.deny_models):
+        return False
+    return not rules.models or any(fnmatch.fnmatchcase(model, p) for p in rules.models)
 
 
 _LEAF_ONLY = ("provider", "model")

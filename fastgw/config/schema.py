@@ -196,6 +196,27 @@ class RoutingConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     max_metadata_bytes: int = 4096
 
 
+class BudgetConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """A spend budget of a key, a team or a tag (docs/budgets.md): at most ``usd`` per
+    ``period``; each request reserves its estimated maximum cost before the call and settles
+    the real one after, so the spend exceeds ``usd`` only by what requests cost beyond their
+    reservation."""
+
+    #: The hard limit in US dollars (> 0).
+    usd: float
+    #: ``daily``, ``weekly`` (ISO weeks, from Monday), ``monthly`` (calendar months) — all
+    #: in UTC — or ``<N>d``: the last N days (1 to 366), moving by whole UTC days.
+    period: str = "monthly"
+    #: Fraction of ``usd`` past which answers carry ``x-fastgw-budget-warning`` and an alert
+    #: is logged (0 < soft < 1); null: no warning.
+    soft: float | None = 0.8
+    #: Over the limit: ``reject`` (429 ``budget_exceeded``) or ``fallback`` (serve the
+    #: request with ``fallback_model`` instead).
+    on_exceed: str = "reject"
+    #: ``on_exceed: fallback``: the public model name requests go to once over the limit.
+    fallback_model: str | None = None
+
+
 class AccessConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """What a key or team may use. Lists of glob patterns (``gpt-4o*``, ``*``); an empty
     allow list allows everything, a deny match always wins."""
@@ -214,6 +235,8 @@ class AccessConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     #: ``key_passthrough``.
     passthrough: bool = False
     limits: LimitsConfig | None = None
+    #: A spend budget for the key, or for the team's keys together (docs/budgets.md).
+    budget: BudgetConfig | None = None
 
 
 class KeyConfig(AccessConfig, kw_only=True, forbid_unknown_fields=True):
@@ -280,6 +303,18 @@ class CatalogConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     watch: Duration = 1.0
 
 
+class BudgetsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Budgets beyond keys and teams, and where spend is journaled (docs/budgets.md)."""
+
+    #: A budget per key tag: every key carrying the tag spends from it.
+    tags: dict[str, BudgetConfig] = {}
+    #: The spend ledger (an SQLite file, WAL mode) every worker journals settled spend to;
+    #: omitted: ``fastgw-<uid>/spend-<tag>.db`` under /var/tmp, beside the admin key store.
+    ledger: str | None = None
+    #: How often each worker writes its queued spend to the ledger (what a crash may lose).
+    flush_interval: Duration = 1.0
+
+
 class GatewayConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     providers: dict[str, ProviderConfig] = {}
@@ -297,3 +332,5 @@ class GatewayConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
     #: The model catalog: where its file lives and the config's overrides.
     catalog: CatalogConfig = msgspec.field(default_factory=CatalogConfig)
+    #: Tag budgets and the spend ledger (key and team budgets sit on the key or team).
+    budgets: BudgetsConfig = msgspec.field(default_factory=BudgetsConfig)

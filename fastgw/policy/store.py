@@ -22,11 +22,17 @@ sync task counts it and retries).
 
 A lost store fails safe: the run-time keys it held stop working, and no revoked key comes
 back (a revocation deletes the record).
+
+Both stores also hold the budgets set through the admin API (``BudgetRecord``, the
+``BudgetStore`` methods): the SQLite table ``budgets`` or the Redis hash ``<prefix>budgets``
+(field ``<kind>:<name>``). A budget change bumps the same version as a key change, so the
+same poll (``KeySync``) delivers both to every worker.
 """
 
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import datetime
 import os
@@ -36,16 +42,18 @@ import tempfile
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from hashlib import blake2b
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar, runtime_checkable
 
 import msgspec
 
-from ..config.schema import KeyConfig, LimitsConfig, StateConfig
+from ..config.schema import BudgetConfig, KeyConfig, LimitsConfig, StateConfig
 
 if TYPE_CHECKING:
     from redis.asyncio.client import Pipeline
 
 __all__ = [
+    "BudgetRecord",
+    "BudgetStore",
     "KeyRecord",
     "RecordStore",
     "RecordStoreError",
@@ -55,6 +63,7 @@ __all__ = [
     "merge_keys",
     "now_iso",
     "open_record_store",
+    "to_budget_config",
     "to_key_config",
 ]
 
@@ -124,8 +133,39 @@ def merge_keys(config_keys: list[KeyConfig], records: list[KeyRecord]) -> list[K
     return [*config_keys, *(to_key_config(r) for r in records if r.name not in names)]
 
 
+class BudgetRecord(msgspec.Struct, kw_only=True):
+    """A budget set through the admin API for a key, a team or a tag (``kind``); it
+    replaces a budget the config file gives the same owner while it exists. The fields of
+    ``BudgetConfig`` are flat here so that a stored record with fields a newer gateway
+    added stays readable (unknown fields are ignored)."""
+
+    kind: str
+    name: str
+    usd: float
+    period: str = "monthly"
+    soft: float | None = 0.8
+    on_exceed: str = "reject"
+    fallback_model: str | None = None
+    #: ISO 8601 UTC time of the creation, and of the last change.
+    created_at: str
+    updated_at: str | None = None
+    created_by: str = "admin"
+
+
+def to_budget_config(r: BudgetRecord) -> BudgetConfig:
+    """The budget of a record, as the config file would give it."""
+    return BudgetConfig(
+        usd=r.usd,
+        period=r.period,
+        soft=r.soft,
+        on_exceed=r.on_exceed,
+        fallback_model=r.fallback_model,
+    )
+
+
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(KeyRecord)
+_budget_decoder = msgspec.json.Decoder(BudgetRecord)
 
 
 def _encode(r: KeyRecord) -> str:
@@ -171,12 +211,35 @@ class RecordStore(Protocol):
     async def close(self) -> None: ...
 
 
+@runtime_checkable
+class BudgetStore(Protocol):
+    """Budgets set at run time, in the same store (and under the same version) as the
+    run-time keys; both stores implement it."""
+
+    async def list_budgets(self) -> list[BudgetRecord]:
+        """Every budget record, by kind and name."""
+        ...
+
+    async def get_budget(self, kind: str, name: str) -> BudgetRecord | None: ...
+
+    async def put_budget(self, record: BudgetRecord) -> bool:
+        """Create or replace the budget of ``(record.kind, record.name)``; True when it is
+        new."""
+        ...
+
+    async def delete_budget(self, kind: str, name: str) -> bool:
+        """Remove the budget; False when there was none."""
+        ...
+
+
 # -- SQLite ---------------------------------------------------------------------------------
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS keys (name TEXT PRIMARY KEY, record TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v INTEGER NOT NULL)",
     "INSERT OR IGNORE INTO meta (k, v) VALUES ('version', 0)",
+    "CREATE TABLE IF NOT EXISTS budgets (kind TEXT NOT NULL, name TEXT NOT NULL, "
+    "record TEXT NOT NULL, PRIMARY KEY (kind, name))",
 )
 _BUMP = "UPDATE meta SET v = v + 1 WHERE k = 'version'"
 
@@ -338,6 +401,52 @@ class SQLiteRecordStore:
 
         return await self._call(q)
 
+    async def list_budgets(self) -> builtins.list[BudgetRecord]:
+        def q(db: sqlite3.Connection) -> builtins.list[BudgetRecord]:
+            rows = db.execute("SELECT record FROM budgets ORDER BY kind, name").fetchall()
+            return [_budget_decoder.decode(r[0]) for r in rows]
+
+        return await self._call(q)
+
+    async def get_budget(self, kind: str, name: str) -> BudgetRecord | None:
+        def q(db: sqlite3.Connection) -> BudgetRecord | None:
+            row = db.execute(
+                "SELECT record FROM budgets WHERE kind = ? AND name = ?", (kind, name)
+            ).fetchone()
+            return None if row is None else _budget_decoder.decode(row[0])
+
+        return await self._call(q)
+
+    async def put_budget(self, record: BudgetRecord) -> bool:
+        data = _encoder.encode(record).decode()
+
+        def q(db: sqlite3.Connection) -> bool:
+            with _transaction(db):
+                found = db.execute(
+                    "SELECT 1 FROM budgets WHERE kind = ? AND name = ?",
+                    (record.kind, record.name),
+                ).fetchone()
+                db.execute(
+                    "INSERT INTO budgets (kind, name, record) VALUES (?, ?, ?) "
+                    "ON CONFLICT(kind, name) DO UPDATE SET record = excluded.record",
+                    (record.kind, record.name, data),
+                )
+                db.execute(_BUMP)
+                return found is None
+
+        return await self._call(q)
+
+    async def delete_budget(self, kind: str, name: str) -> bool:
+        def q(db: sqlite3.Connection) -> bool:
+            with _transaction(db):
+                cur = db.execute("DELETE FROM budgets WHERE kind = ? AND name = ?", (kind, name))
+                if cur.rowcount != 1:
+                    return False
+                db.execute(_BUMP)
+                return True
+
+        return await self._call(q)
+
     async def close(self) -> None:
         def q() -> None:
             with self._lock:
@@ -377,6 +486,7 @@ class RedisRecordStore:
         self.prefix = prefix
         self.hash_key = prefix + "keys"
         self.version_key = prefix + "keys:version"
+        self.budgets_key = prefix + "budgets"
         self._redis = Redis.from_url(
             url,
             socket_timeout=timeout,
@@ -465,6 +575,32 @@ class RedisRecordStore:
         async with self._errors():
             raw = await self._redis.get(self.version_key)
         return int(raw) if raw is not None else 0
+
+    async def list_budgets(self) -> builtins.list[BudgetRecord]:
+        async with self._errors():
+            raw = await self._redis.hgetall(self.budgets_key)
+        records = (_budget_decoder.decode(v) for v in raw.values())
+        return sorted(records, key=lambda r: (r.kind, r.name))
+
+    async def get_budget(self, kind: str, name: str) -> BudgetRecord | None:
+        async with self._errors():
+            raw = await self._redis.hget(self.budgets_key, f"{kind}:{name}")
+        return None if raw is None else _budget_decoder.decode(raw)
+
+    async def put_budget(self, record: BudgetRecord) -> bool:
+        field = f"{record.kind}:{record.name}"
+        async with self._errors(), self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self.budgets_key, field, _encoder.encode(record))
+            pipe.incr(self.version_key)
+            added, _ = await pipe.execute()
+        return bool(added)
+
+    async def delete_budget(self, kind: str, name: str) -> bool:
+        async with self._errors(), self._redis.pipeline(transaction=True) as pipe:
+            pipe.hdel(self.budgets_key, f"{kind}:{name}")
+            pipe.incr(self.version_key)
+            deleted, _ = await pipe.execute()
+        return bool(deleted)
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):

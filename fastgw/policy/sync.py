@@ -13,6 +13,11 @@ second. Besides, every ``full_every`` seconds the records are read again whateve
 says (a Redis that lost its data may restart its counter at a value seen before);
 ``on_change`` is only called when they differ from the last ones handed over.
 
+**Budgets** set at run time live in the same store under the same version: with
+``on_budgets`` given, a poll that reloads also reads the budget records and calls
+``on_budgets(records)`` when they differ from the last ones handed over (the store must then
+implement ``BudgetStore``, as both stores do).
+
 **Failures** (store unreachable, a record unreadable, ``on_change`` raising) are counted,
 logged (the first of a run of failures as a warning, the rest at debug level) and retried at
 the next poll; the task never ends by itself. Meanwhile the worker keeps the last keys it
@@ -27,7 +32,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from .store import KeyRecord, RecordStore
+from .store import BudgetRecord, BudgetStore, KeyRecord, RecordStore
 
 __all__ = ["KeySync"]
 
@@ -44,11 +49,20 @@ class KeySync:
         interval: float = 0.5,
         *,
         full_every: float = 30.0,
+        on_budgets: Callable[[list[BudgetRecord]], None] | None = None,
     ) -> None:
         if interval <= 0:
             raise ValueError("KeySync interval must be > 0")
         self.store = store
         self.on_change = on_change
+        self.on_budgets = on_budgets
+        self.budget_store: BudgetStore | None = None
+        if on_budgets is not None:
+            if not isinstance(store, BudgetStore):
+                raise TypeError("on_budgets needs a store that holds budgets (BudgetStore)")
+            self.budget_store = store
+        #: The budget records last handed to ``on_budgets``.
+        self.budgets: list[BudgetRecord] | None = None
         self.interval = interval
         self.full_every = full_every
         #: The version last loaded (None: nothing loaded yet).
@@ -88,12 +102,19 @@ class KeySync:
             self._last_ok = now
             return False
         records = await self.store.list()
+        budgets = None
+        if self.budget_store is not None:
+            budgets = await self.budget_store.list_budgets()
         self._last_full = now
         changed = records != self.records
         if changed:
             self.on_change(records)
             self.records = records
             self.loads += 1
+        if budgets is not None and budgets != self.budgets and self.on_budgets is not None:
+            self.on_budgets(budgets)
+            self.budgets = budgets
+            changed = True
         self.version = version
         self._last_ok = now
         return changed
@@ -127,6 +148,7 @@ class KeySync:
             "interval": self.interval,
             "version": self.version,
             "keys": None if self.records is None else len(self.records),
+            "budgets": None if self.budgets is None else len(self.budgets),
             "loads": self.loads,
             "last_ok_age": age,
             "errors": self.errors,
