@@ -29,6 +29,7 @@ from .api.openai import Endpoint, ParsedRequest, parse_request
 from .asgi import ASGIApp, Message, Receive, Scope, Send, read_body
 from .catalog import model_card
 from .config import GatewayConfig, parse_duration, resolve_config
+from .policy.budgets import Budgets, Reservation, SpendEvent, open_ledger
 from .policy.keys import KeyStore, Principal
 from .policy.limits import Grant, Limiter
 from .policy.meter import (
@@ -148,6 +149,7 @@ class _Bill:
         "default_model",
         "done",
         "estimate",
+        "estimated",
         "meter",
         "raw",
         "reported",
@@ -181,6 +183,8 @@ class _Bill:
         #: Usage read off the relayed events (Responses API streams).
         self.reported: Usage | None = None
         self.done = False
+        #: The usage billed was (partly) estimated by the gateway.
+        self.estimated = False
         #: The usage billed (reported, or estimated when the answer had none).
         self.usage: Usage | None = None
         self.usd: float | None = None
@@ -203,14 +207,35 @@ class _Bill:
                 self.sent.delivered = count_delivered(body)
             out = self.sent.delivered
             usage = (self.estimate, out, self.estimate + out, 0)
-            self.meter.estimated += 1
+            self.estimated = True
         elif cut and self.sent.delivered > usage[1]:
             prompt, out = usage[0], self.sent.delivered
             usage = (prompt, out, prompt + out, usage[3])
+            self.estimated = True
+        if self.estimated:
             self.meter.estimated += 1
         self.usage = usage
         self.usd = self.meter.bill(self.target, self.default_model, usage)
         return self.usd
+
+    def event(self, rid: bytes, principal: Principal | None, model: str) -> SpendEvent:
+        """The settled answer, for the spend ledger (``model``: the public name served)."""
+        usage = self.usage or (0, 0, 0, 0)
+        t = self.target
+        return SpendEvent(
+            ts=time.time(),
+            request_id=rid.decode("latin-1"),
+            key=principal.name if principal is not None else None,
+            team=principal.team if principal is not None else None,
+            tags=principal.tag_list if principal is not None else (),
+            model=model,
+            target=f"{t.provider.name}/{t.model or self.default_model}",
+            prompt_tokens=usage[0],
+            completion_tokens=usage[1],
+            cached_tokens=usage[3],
+            cost=self.usd or 0.0,
+            estimated=self.estimated,
+        )
 
     def relayed(self, data: bytes) -> None:
         """Stream bytes went to the client: count their text (and read a Responses API
@@ -476,6 +501,8 @@ class Gateway:
         self.limiter = Limiter(cfg)
         #: The model catalog, token estimates and cost (docs/catalog.md, docs/tokens.md).
         self.meter = Meter(cfg)
+        #: Spend (journaled to the ledger) and budgets (docs/budgets.md); opened at start-up.
+        self.budgets: Budgets | None = None
         #: The admin API and the run-time keys it manages (started with the worker).
         self.admin: AdminAPI | None = None
         self.key_store: RecordStore | None = None
@@ -518,22 +545,30 @@ class Gateway:
     async def startup(self) -> None:
         """The worker's upstream client: one keep-alive pool per provider origin."""
         self.client = Client()  # pool sizes: each provider's max_connections
+        if self.budgets is None:  # every settled request is journaled (spend survives restarts)
+            self.budgets = Budgets(self.cfg, open_ledger(self.cfg.budgets))
+        budgets = self.budgets
         admin = self.cfg.admin
         if admin is not None and admin.token is not None and self.key_store is None:
-            # run-time keys: every worker polls the store and swaps in the new key table
+            # run-time keys and budgets: every worker polls the store and swaps them in
             store = self.key_store = open_record_store(self.cfg.state, admin.store)
-            self.key_sync = KeySync(store, self._keys_changed)
-            await self.key_sync.poll()  # the run-time keys work from the first request
-            self.key_sync.start()
+            self.key_sync = KeySync(store, self._keys_changed, on_budgets=budgets.update)
             self.admin = AdminAPI(
                 admin.token,
                 store,
                 self.cfg.keys,
                 usage=self._key_usage,
                 teams=self.cfg.teams.keys(),
+                budgets=budgets,
             )
-        if (self.limiter.active or self.admin is not None) and self.limiter.state is None:
+        shared = self.limiter.active or budgets.active or self.admin is not None
+        if shared and self.limiter.state is None:
             self.limiter.state = open_state(self.cfg.state)
+        budgets.state = self.limiter.state
+        if self.key_sync is not None:
+            await self.key_sync.poll()  # the run-time keys work from the first request
+            self.key_sync.start()
+        await budgets.start()  # restores this period's budget counters from the ledger
         self.meter.start()
         self.ready = True
 
@@ -566,6 +601,8 @@ class Gateway:
             await self.key_sync.stop()
         if self.key_store is not None:
             await self.key_store.close()
+        if self.budgets is not None:  # the last settlements and the ledger's queue
+            await self.budgets.stop()
         if self.limiter.state is not None:
             await self.limiter.flush()
             await self.limiter.state.close()
@@ -759,6 +796,9 @@ class Gateway:
             detail["state"] = self.limiter.state.health()
         if self.key_sync is not None:
             detail["key_sync"] = self.key_sync.health()
+        if self.budgets is not None:
+            detail["ledger"] = self.budgets.ledger.health()
+        detail["catalog"] = self.meter.watcher.health()
         await self._send_json(
             send, 200 if ready else 503, _encoder.encode(detail), [_JSON, (b"x-request-id", rid)]
         )
@@ -788,6 +828,8 @@ class Gateway:
             "# TYPE fastgw_catalog_models gauge\n"
             f"fastgw_catalog_models {len(m.holder.current)}\n"
         )
+        if self.budgets is not None:
+            text += self.budgets.prometheus()
         body = text.encode()
         ctype = (b"content-type", b"text/plain; version=0.0.4; charset=utf-8")
         await self._send_json(send, 200, body, [ctype, (b"x-request-id", rid)])
@@ -979,8 +1021,8 @@ class Gateway:
             assert req is not None
             model, raw, max_tokens = req.model, req.raw, req.max_tokens
         route, default_model = self._resolve(model)
+        endpoint = req.endpoint.path[1:] if req is not None else "messages"
         if principal is not None:
-            endpoint = req.endpoint.path[1:] if req is not None else "messages"
             principal.check(model, endpoint, max_tokens)
         facts: RequestFacts | None = None
         deadline: float | None = None
@@ -996,23 +1038,47 @@ class Gateway:
         if byok is not None and principal is not None:
             principal.check_passthrough()
         targets = _eligible(route, facts, principal)
+        budgets = self.budgets
+        budgeted = budgets is not None and principal is not None and budgets.active
         # the prompt's tokens, estimated in _core (µs per KiB) only when needed now: for the
-        # limits, or when the body might not fit a context window (else an answer without
-        # usage estimates it at the end; a big streamed body is estimated before it is let go)
+        # limits and budgets, or when the body might not fit a context window (else an
+        # answer without usage estimates it at the end; a big streamed body is estimated
+        # before it is let go)
         estimate = 0
         stream = mreq.stream if mreq is not None else bool(req and req.stream)
         if (
             self.limiter.active
+            or budgeted
             or (stream and len(raw) > _KEEP_FOR_BILLING)
             or self.meter.may_overflow(targets, default_model, len(raw))
         ):
             estimate = estimate_prompt(raw)
             targets = self.meter.fitting(targets, default_model, estimate)
         del raw
-        # last of the checks: what is admitted here is given back in the finally below
+        # last of the checks: what is reserved and admitted here is given back (or settled)
+        # in the finally below
+        res: Reservation | None = None
+        if budgeted:
+            assert budgets is not None and principal is not None
+            res, route, default_model, targets = await self._reserve_budget(
+                budgets,
+                principal,
+                route,
+                default_model,
+                targets,
+                facts,
+                estimate,
+                max_tokens,
+                endpoint,
+            )
         grant: Grant | None = None
         if self.limiter.active:
-            grant = await self.limiter.admit(principal, route.name, estimate)
+            try:
+                grant = await self.limiter.admit(principal, route.name, estimate)
+            except BaseException:
+                if res is not None:
+                    res.settle_nowait(0.0)
+                raise
         bill: _Bill | None = None  # the answer being relayed, billed once it ends
         try:
             attempts = fallbacks = 0
@@ -1124,6 +1190,8 @@ class Gateway:
                         routing = _routing_headers(target, attempts, fallbacks)
                         if grant is not None:
                             routing = [*routing, *grant.headers]
+                        if res is not None:
+                            routing = [*routing, *res.headers]
                         bill = _Bill(
                             self.meter,
                             target,
@@ -1164,16 +1232,49 @@ class Gateway:
         except GatewayError as err:
             if grant is not None:
                 err.headers.extend(grant.headers)
+            if res is not None:
+                err.headers.extend(res.headers)
             raise
         finally:
             if bill is not None:  # a stream cut short is billed what it delivered
                 bill.settle(bill.stream_usage(), cut=True)
+                if budgets is not None:
+                    budgets.record(bill.event(rid, principal, route.name))
+            if res is not None:  # nothing answered: the reservation is given back
+                res.settle_nowait(bill.usd or 0.0 if bill is not None else 0.0)
             if grant is not None:
                 if bill is not None:
                     grant.used_from(bill.usage)
                 grant.settle()
                 if grant.slots:
                     await grant.release()
+
+    async def _reserve_budget(
+        self,
+        budgets: Budgets,
+        principal: Principal,
+        route: Route,
+        default_model: str,
+        targets: list[Target],
+        facts: RequestFacts | None,
+        estimate: int,
+        max_tokens: int | None,
+        endpoint: str,
+    ) -> tuple[Reservation | None, Route, str, list[Target]]:
+        """Reserve the request's most expensive outcome on its budgets (docs/budgets.md).
+        Over a budget that falls back: the same for its fallback model, whose route then
+        serves the request (the key's rules apply to it too)."""
+        usd = self.meter.max_cost(targets, default_model, estimate, max_tokens)
+        res = await budgets.reserve(principal, route.name, usd)
+        if res is None or res.fallback is None:
+            return res, route, default_model, targets
+        fallback = res.fallback
+        principal.check(fallback, endpoint, max_tokens)
+        route, default_model = self._resolve(fallback)
+        targets = self.meter.fitting(_eligible(route, facts, principal), default_model, estimate)
+        usd = self.meter.max_cost(targets, default_model, estimate, max_tokens)
+        res = await budgets.reserve(principal, fallback, usd, rerouted=res)
+        return res, route, default_model, targets
 
     async def _attempt(
         self,

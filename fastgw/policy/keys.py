@@ -96,6 +96,7 @@ class Principal:
         "name",
         "restricts_targets",
         "rules",
+        "tag_list",
         "tags",
         "team",
     )
@@ -106,6 +107,8 @@ class Principal:
         self.name = k.name
         self.team = k.team
         self.tags = frozenset(k.tags)
+        #: The tags in order (what the spend ledger records).
+        self.tag_list = tuple(sorted(self.tags))
         self.hash = digest
         #: The SHA-256 as raw bytes (what a presented key is hashed to and compared with).
         self.digest = bytes.fromhex(digest.partition(":")[2])
