@@ -25,6 +25,10 @@ def best(fn: Callable[[], object], number: int) -> float:
     return min(timeit.repeat(fn, number=number, repeat=7)) / number * 1e6
 
 
+def best_estimate(body: bytes) -> float:
+    return best(lambda: estimate_prompt(body), 2000)
+
+
 def chat_body(kib: int) -> bytes:
     words = " ".join(f"word{i}" for i in range(kib * 128))
     text = words[: kib * 1024 - 60]
@@ -45,13 +49,7 @@ def main() -> None:
         targets = Router(cfg).exact["m"].leaves
         rows: list[tuple[str, float]] = []
         for kib in (1, 4, 16):
-            body = chat_body(kib)
-            rows.append(
-                (
-                    f"estimate_prompt, {kib} KiB chat body",
-                    best(lambda b=body: estimate_prompt(b), 2000),
-                )
-            )
+            rows.append((f"estimate_prompt, {kib} KiB chat body", best_estimate(chat_body(kib))))
         rows.append(
             (
                 "may_overflow (skips the estimate)",
