@@ -40,6 +40,15 @@ optional whitespace and ``:``) or a value. Escapes are decoded (``\\uXXXX`` pair
 into one code point; an unknown escape ``\\x`` stands for ``x``; an unterminated string runs
 to the end, less a final lone backslash), and malformed input never raises: the scan just
 counts what it sees.
+
+In ``estimate_json`` (not in ``estimate_json_fields``, nor the text functions) a string value
+that is a binary payload costs a flat :data:`BLOB_TOKENS` instead of its characters: a
+``data:`` URI (it starts with ``data:`` and holds ``;base64,`` within its first 128
+characters) or a raw base64 string (at least 512 characters, all of the base64 alphabet,
+standard or URL-safe, with ``=`` padding, no whitespace, no escape other than ``\\/``),
+judged on the decoded characters. An image, audio clip or PDF sent inline is billed by the
+provider for what it holds (pixels, seconds, pages), not as the text of its encoding (see
+docs/tokens.md).
 """
 
 from __future__ import annotations
@@ -205,6 +214,19 @@ _SPACED: Final = tuple(
 #: tokens per object in a JSON body: the chat format's per-message framing
 _OBJECT_TOKENS: Final = 3
 
+#: tokens of one binary payload in a JSON body (an inline image, audio clip or file): a
+#: large image, ~1.2 megapixels, at Anthropic's rate (pixels / 750), and more than the
+#: largest high-detail image at OpenAI's (85 + 170 per 512-pixel tile, at most 8 tiles)
+BLOB_TOKENS: Final = 1600
+#: a ``data:`` URI is a blob when ``;base64,`` ends within its first 128 characters
+_DATA_URI_PREFIX: Final = "data:"
+_DATA_URI_MARK: Final = ";base64,"
+_DATA_URI_WINDOW: Final = 128
+#: a raw base64 string counts as a blob from this many characters on
+_BLOB_MIN_CHARS: Final = 512
+#: the base64 alphabets, standard (RFC 4648 section 4) and URL-safe (section 5), with padding
+_BASE64_ALPHABET: Final = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=-_"
+
 # --- patterns -----------------------------------------------------------------------------------
 
 _P: Final = r"!-/:-@\[-`{-~"  # ASCII punctuation, as a regex class body
@@ -309,22 +331,41 @@ def _unescape(content: str) -> str:
     return _ESCAPE.sub(_unescape_one, content) if "\\" in content else content
 
 
+_BASE64: Final = re.compile(f"[{re.escape(_BASE64_ALPHABET)}]*")
+_NOT_SLASH_ESCAPE: Final = re.compile(r"\\[^/]", re.DOTALL)  # any escape but ``\/``
+
+
+def _is_blob(content: str, text: str) -> bool:
+    """Whether a string value (``content`` as written, ``text`` decoded) is a binary
+    payload: a base64 ``data:`` URI or a long raw base64 string."""
+    if text.startswith(_DATA_URI_PREFIX) and _DATA_URI_MARK in text[:_DATA_URI_WINDOW]:
+        return True
+    return (
+        len(text) >= _BLOB_MIN_CHARS
+        and _BASE64.fullmatch(text) is not None
+        and _NOT_SLASH_ESCAPE.search(content) is None
+    )
+
+
 def estimate_json(raw: bytes) -> int:
     """Estimated prompt tokens of a JSON request body: every string value (keys skipped),
-    plus 3 per object, which matches the chat format's per-message framing."""
+    plus 3 per object, which matches the chat format's per-message framing; a base64
+    payload (``data:`` URI, or 512+ characters of base64) costs ``BLOB_TOKENS``."""
     total = 0
     for m in _JSON_TOKEN.finditer(raw.decode("utf-8", "surrogateescape")):
         content = m.group(1)
         if content is None:
             total += _OBJECT_TOKENS
         elif m.group(2) is None and content:
-            total += estimate_text(_unescape(content))
+            text = _unescape(content)
+            total += BLOB_TOKENS if _is_blob(content, text) else estimate_text(text)
     return total
 
 
 def estimate_json_fields(raw: bytes, fields: tuple[bytes, ...]) -> int:
     """Estimated tokens of the string values whose key is one of ``fields`` (raw key bytes,
-    compared before unescaping) and that follow the key's ``:`` directly."""
+    compared before unescaping) and that follow the key's ``:`` directly. Every such value
+    counts as text, base64 or not: the fields named carry text (a model's output)."""
     wanted = {f.decode("utf-8", "surrogateescape") for f in fields}
     total = 0
     value_at = -1  # where the value of a wanted key must start

@@ -9,8 +9,10 @@ bounds documented in docs/tokens.md.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import random
 from collections import defaultdict
 from pathlib import Path
 from types import ModuleType
@@ -36,6 +38,13 @@ DOCUMENT_BOUND = 0.15
 CATEGORY_BOUND = 0.10
 CHAT_BOUND = 0.10
 STREAM_FIELDS = (b"content", b"text", b"arguments", b"reasoning_content")
+BLOB = ref.BLOB_TOKENS
+
+
+def b64(nbytes: int, seed: int = 0, altchars: bytes | None = None) -> str:
+    """Base64 of ``nbytes`` pseudo-random bytes (an image, as far as the estimator can tell)."""
+    data = random.Random(seed).randbytes(nbytes)
+    return base64.b64encode(data, altchars).decode()
 
 
 def chunk_event(text: str) -> bytes:
@@ -143,6 +152,111 @@ def test_json_fields_counts_only_named_string_values(tokens_impl: ModuleType) ->
     assert fields(chunk_event("Hello world"), many) == 2
 
 
+def test_json_counts_a_data_uri_image_as_one_blob(tokens_impl: ModuleType) -> None:
+    est = tokens_impl.estimate_json
+    uri = "data:image/png;base64," + b64(750_000)  # a 1 MB image_url
+
+    def request(url: str) -> bytes:
+        content = [
+            {"type": "text", "text": "What is in this picture? Describe it in detail."},
+            {"type": "image_url", "image_url": {"url": url, "detail": "high"}},
+        ]
+        body = {"model": "gpt-4o", "messages": [{"role": "user", "content": content}]}
+        return json.dumps(body).encode()
+
+    assert len(request(uri)) > 1_000_000
+    text_only = est(request(""))
+    assert 20 < text_only < 40
+    assert est(request(uri)) == text_only + BLOB  # not ~370k: one blob
+    assert est(request(uri).replace(b"/", b"\\/")) == text_only + BLOB  # PHP-style \/
+    short = "data:audio/wav;base64,UklGRg=="  # any size: a data: URI is never text
+    assert est(request(short)) == text_only + BLOB
+    body = request(uri)
+    cut = body.index(b";base64,") + 12  # truncated bodies: the unterminated URI is a blob
+    assert est(body[:500_000]) == est(body[:cut]) == text_only + BLOB - 1  # less "high"
+
+
+def test_json_counts_anthropic_and_audio_base64_as_blobs(tokens_impl: ModuleType) -> None:
+    est = tokens_impl.estimate_json
+
+    def message(image: str, audio: str, pdf: str) -> bytes:
+        content = [
+            {
+                "type": "image",
+                "source": {"type": "base64", "media_type": "image/png", "data": image},
+            },
+            {"type": "input_audio", "input_audio": {"data": audio, "format": "wav"}},
+            {"type": "file", "file": {"filename": "a.pdf", "file_data": pdf}},
+            {"type": "text", "text": "What is in this picture?"},
+        ]
+        body = {
+            "model": "m",
+            "max_tokens": 1024,
+            "messages": [{"role": "user", "content": content}],
+        }
+        return json.dumps(body).encode()
+
+    image, audio = b64(300_000, seed=1), b64(600, seed=2)  # Anthropic, OpenAI input_audio
+    pdf = "data:application/pdf;base64," + b64(60_000, seed=3)  # OpenAI file_data
+    text_only = est(message("", "", ""))
+    assert est(message(image, "", "")) == text_only + BLOB
+    assert est(message(image, audio, pdf)) == text_only + 3 * BLOB
+
+
+def test_json_raw_base64_is_a_blob_from_512_characters(tokens_impl: ModuleType) -> None:
+    est, text = tokens_impl.estimate_json, tokens_impl.estimate_text
+    blob = b64(450)  # 600 characters
+    assert len(blob) == 600 and est(json.dumps(blob).encode()) == BLOB
+    assert est(json.dumps(blob[:400]).encode()) == text(blob[:400]) < 300  # below: text
+    assert est(json.dumps(blob[:511]).encode()) == text(blob[:511])
+    assert est(json.dumps(blob[:512]).encode()) == BLOB
+    url_safe = b64(450, seed=3, altchars=b"-_")
+    assert "-" in url_safe and "_" in url_safe and est(json.dumps(url_safe).encode()) == BLOB
+    assert est(json.dumps(blob.rstrip("=") + "==").encode()) == BLOB
+    assert est(b'"' + blob.encode() + b"\\") == BLOB  # unterminated, final lone backslash
+    for spoiled in (
+        blob[:300] + " " + blob[300:],  # whitespace
+        blob[:300] + "\n" + blob[300:],  # a line break: MIME-style base64 is text
+        blob[:300] + "." + blob[300:],
+        blob[:599] + "é",
+    ):
+        assert est(json.dumps(spoiled).encode()) == text(spoiled)
+    escaped = json.dumps(blob).encode().replace(b"A", b"\\u0041")  # escapes other than \/
+    assert b"\\u0041" in escaped and est(escaped) == text(blob)
+    assert est(json.dumps({blob: 1}).encode()) == 3  # a key is never counted
+
+
+def test_json_data_uri_needs_the_base64_mark_early(tokens_impl: ModuleType) -> None:
+    est, text = tokens_impl.estimate_json, tokens_impl.estimate_text
+
+    def value(s: str) -> int:
+        return int(est(json.dumps(s).encode()))
+
+    at_128 = "data:" + "x" * 115 + ";base64,"  # the mark ends at the 128th character
+    assert len(at_128) == 128 and value(at_128 + "AAAA") == BLOB
+    at_129 = "data:" + "x" * 116 + ";base64,AAAA"
+    assert value(at_129) == text(at_129) < 100
+    assert value("data:" + "é" * 10 + ";base64,AAAA") == BLOB  # characters, not bytes
+    assert est(b'"\\u0064ata:image/png;base64,AAAA"') == BLOB  # decoded characters
+    for not_blob in (
+        "data:text/plain,hello world",  # not base64
+        "data:image/png;base64",
+        "Data:image/png;base64,AAAA",
+        " data:image/png;base64,AAAA",
+        "see data:image/png;base64,AAAA",
+    ):
+        assert value(not_blob) == text(not_blob), not_blob
+
+
+def test_blob_rule_is_only_in_estimate_json(tokens_impl: ModuleType) -> None:
+    text, fields = tokens_impl.estimate_text, tokens_impl.estimate_json_fields
+    blob = b64(450)
+    for s in (blob, "data:image/png;base64," + blob):
+        assert text(s) == tokens_impl.estimate_utf8(s.encode()) > 200
+        # streamed output: a model's text is billed as text, base64 or not
+        assert fields(chunk_event(s), STREAM_FIELDS) == text(s)
+
+
 def test_boundaries_of_every_class_range(tokens_impl: ModuleType) -> None:
     for lo, hi, _ in ref._RANGES:
         for cp in {lo - 1, lo, hi, min(hi + 1, 0x10FFFF)}:
@@ -161,8 +275,30 @@ texts = st.one_of(
     st.text(alphabet=st.characters(exclude_categories=())),
     st.text(alphabet=st.sampled_from(INTERESTING), max_size=80),
 )
+B64_ALPHABET = st.sampled_from(ref._BASE64_ALPHABET)
+#: base64 around the raw-blob threshold, spoiled or not by a character outside the alphabet
+base64_runs = st.text(alphabet=B64_ALPHABET, min_size=500, max_size=530)
+raw_base64 = st.one_of(
+    base64_runs,
+    st.builds(
+        lambda s, at, ch: s[:at] + ch + s[at:],
+        base64_runs,
+        st.integers(0, 530),
+        st.sampled_from(' \n\r\t.:;\\"é😀\x00\ud800'),
+    ),
+)
+#: data: URIs with the base64 mark (or a near miss) before or after the 128-character window
+data_uris = st.builds(
+    lambda prefix, head, mark, tail: prefix + head + mark + tail,
+    st.sampled_from(["data:", "data:", "Data:", "data", "xdata:", ""]),
+    st.text(alphabet=st.sampled_from("abcxyz/+-.;=é"), max_size=20)
+    | st.text(alphabet=st.sampled_from("abcxyz/+-.;=é"), min_size=105, max_size=125),
+    st.sampled_from([";base64,", ";base64,", ";base64", ";;base64,", ";bas;base64,", "base64,"]),
+    st.text(alphabet=B64_ALPHABET, max_size=40) | base64_runs,
+)
+blob_texts = raw_base64 | data_uris
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | texts,
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | texts | blob_texts,
     lambda children: (
         st.lists(children, max_size=4)
         | st.dictionaries(
@@ -208,6 +344,58 @@ def test_differential_bytes(
     )
     assert tokens_impl.estimate_json(data) == ref.estimate_json(data)
     assert tokens_impl.estimate_json_fields(data, fields) == ref.estimate_json_fields(data, fields)
+
+
+LITERAL_PIECES = [
+    b"A",
+    b"/",
+    b"\\/",
+    b"\\\\/",
+    b"\\u0041",
+    b"\\n",
+    b" ",
+    b"\\",
+    b'"',
+    b"\\u002f",
+    b"\xc3\xa9",
+    b"\xff",
+    b"\x00",
+]
+
+
+def literal(
+    text: str, slashes: bool, first: bool, inserts: list[tuple[int, bytes]], end: bytes
+) -> bytes:
+    """``text`` as a JSON string value, written in odd ways: ``/`` escaped, the first
+    character as ``\\uXXXX``, pieces inserted, and an end that may leave it unterminated
+    or make it a key."""
+    raw = text.encode("utf-8", "surrogatepass")
+    if slashes:
+        raw = raw.replace(b"/", b"\\/")
+    if first and raw and raw[0] < 0x80:
+        raw = b"\\u%04x" % raw[0] + raw[1:]
+    for at, piece in sorted(inserts, reverse=True):
+        raw = raw[:at] + piece + raw[at:]
+    return b'{"k": "' + raw + end
+
+
+@SETTINGS
+@given(
+    raw=st.builds(
+        literal,
+        blob_texts,
+        st.booleans(),
+        st.booleans(),
+        st.lists(st.tuples(st.integers(0, 540), st.sampled_from(LITERAL_PIECES)), max_size=3),
+        st.sampled_from([b'"}', b"", b"\\", b'": 1}', b'", "x": "y"}']),
+    ),
+    fields=field_sets,
+)
+def test_differential_blobs(tokens_impl: ModuleType, raw: bytes, fields: tuple[bytes, ...]) -> None:
+    assert tokens_impl.estimate_json(raw) == ref.estimate_json(raw)
+    assert tokens_impl.estimate_json_fields(raw, fields) == ref.estimate_json_fields(raw, fields)
+    for cut in (raw[:-1], raw[:133], raw[:520]):
+        assert tokens_impl.estimate_json(cut) == ref.estimate_json(cut)
 
 
 @SETTINGS
