@@ -7,7 +7,10 @@ The Redis server (found by its process name) is pinned to core 1 too for the run
 back its CPUs afterwards: in production Redis runs on its own host, so its CPU time must not
 be taken from the gateway's core.
 Limits are set far above the load, so every request is admitted and pays the full cost
-(authentication, the rules, one take from the buckets, the batched settlement).
+(authentication, the rules, one take from the buckets, the batched settlement). Besides
+req/s it reports the gateway's CPU time per request (user + system of its process tree over
+the run / requests): on a machine whose CPU is shared (steal time), that moves far less than
+req/s from one run to the next.
 
     python bench/bench_limits.py --rounds 3 --seconds 5
 """
@@ -74,14 +77,35 @@ def variants(mock_port: int, prefix: str) -> dict[str, dict[str, Any]]:
     }
 
 
-def run_wrk(url: str, script: str, seconds: int) -> float:
+def tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) used so far by ``pid`` and its descendants."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rpartition(")")[2].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return total
+
+
+def run_wrk(url: str, script: str, seconds: int, pid: int | None = None) -> tuple[float, float]:
+    """req/s, and the gateway's CPU µs per request (``pid``'s process tree; 0 without)."""
+    cpu0 = tree_cpu(pid) if pid else 0.0
     out = wrk_output(url, script, 64, seconds)
+    cpu = tree_cpu(pid) - cpu0 if pid else 0.0
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if non2xx:
         raise RuntimeError(f"{non2xx.group(1)} requests failed:\n{out}")
     m = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    assert m is not None, out
-    return float(m.group(1))
+    n = re.search(r"(\d+) requests in", out)
+    assert m is not None and n is not None, out
+    return float(m.group(1)), cpu / int(n.group(1)) * 1e6
 
 
 def pin_redis(cpus: set[int] | None) -> dict[int, set[int]]:
@@ -116,14 +140,18 @@ def main() -> None:
     if args.only:
         configs = {k: v for k, v in configs.items() if k in args.only.split(",")}
     results: dict[str, list[float]] = {name: [] for name in configs}
+    cpu_us: dict[str, list[float]] = {name: [] for name in configs}
+    order = list(configs)
     pinned = pin_redis({1} if (os.cpu_count() or 1) > 1 else None)
     with tempfile.TemporaryDirectory() as tmp:
         script = os.path.join(tmp, "chat.lua")
         Path(script).write_text(LUA % KEY)
         try:
             wait_port(mock_port, 20)
-            for _ in range(args.rounds):
-                for name, cfg in configs.items():
+            for r in range(args.rounds):
+                # rotate the order each round: no variant always runs first or last
+                for name in order[r % len(order) :] + order[: r % len(order)]:
+                    cfg = configs[name]
                     path = os.path.join(tmp, "gw.yaml")
                     Path(path).write_text(yaml.safe_dump(cfg))
                     gw, port = start_gateway(path)
@@ -131,7 +159,9 @@ def main() -> None:
                         wait_port(port, 20)
                         url = f"http://127.0.0.1:{port}/v1/chat/completions"
                         run_wrk(url, script, 1)  # warm-up
-                        results[name].append(run_wrk(url, script, args.seconds))
+                        rps, us = run_wrk(url, script, args.seconds, gw.pid)
+                        results[name].append(rps)
+                        cpu_us[name].append(us)
                     finally:
                         os.killpg(gw.pid, signal.SIGKILL)
                         gw.wait()
@@ -144,11 +174,27 @@ def main() -> None:
                 with contextlib.suppress(OSError):
                     os.sched_setaffinity(pid, cpus)
     base = statistics.median(results[next(iter(results))])
+    base_cpu = statistics.median(cpu_us[next(iter(cpu_us))])
     rows = []
     for name, rps in results.items():
         med = statistics.median(rps)
-        rows.append({"variant": name, "rps_median": med, "rps": rps, "vs_first": med / base})
-        print(f"{name:20s} {med:9,.0f} req/s  ({med / base:5.1%} of the first)  {rps}")
+        cpu = statistics.median(cpu_us[name])
+        rows.append(
+            {
+                "variant": name,
+                "rps_median": med,
+                "rps": rps,
+                "vs_first": med / base,
+                "cpu_us_median": cpu,
+                "cpu_us": cpu_us[name],
+                "cpu_vs_first": cpu / base_cpu,
+            }
+        )
+        print(
+            f"{name:20s} {med:9,.0f} req/s ({med / base:6.1%})  {cpu:6.1f} µs CPU/request"
+            f" ({cpu / base_cpu:6.1%})  {[round(x) for x in rps]}"
+            f" {[round(x, 1) for x in cpu_us[name]]}"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps({"command": sys.argv, "rows": rows}, indent=1))
 

@@ -29,9 +29,10 @@ from .api.openai import Endpoint, ParsedRequest, parse_request
 from .asgi import ASGIApp, Message, Receive, Scope, Send, read_body
 from .catalog import model_card
 from .config import GatewayConfig, parse_duration, resolve_config
-from .policy.budgets import Budgets, Reservation, SpendEvent, open_ledger
+from .policy.budgets import Budgets, Reservation, open_ledger
 from .policy.keys import KeyStore, Principal
-from .policy.limits import Grant, Limiter
+from .policy.ledger import Ledger
+from .policy.limits import Grant, Later, Limiter
 from .policy.meter import (
     Meter,
     Usage,
@@ -218,23 +219,22 @@ class _Bill:
         self.usd = self.meter.bill(self.target, self.default_model, usage)
         return self.usd
 
-    def event(self, rid: bytes, principal: Principal | None, model: str) -> SpendEvent:
-        """The settled answer, for the spend ledger (``model``: the public name served)."""
+    def journal(self, ledger: Ledger, principal: Principal | None, model: str) -> None:
+        """The settled answer into the spend ledger (``model``: the public name served)."""
         usage = self.usage or (0, 0, 0, 0)
         t = self.target
-        return SpendEvent(
-            ts=time.time(),
-            request_id=rid.decode("latin-1"),
-            key=principal.name if principal is not None else None,
-            team=principal.team if principal is not None else None,
-            tags=principal.tag_list if principal is not None else (),
-            model=model,
-            target=f"{t.provider.name}/{t.model or self.default_model}",
-            prompt_tokens=usage[0],
-            completion_tokens=usage[1],
-            cached_tokens=usage[3],
-            cost=self.usd or 0.0,
-            estimated=self.estimated,
+        ledger.add(
+            time.time(),
+            principal.name if principal is not None else None,
+            principal.team if principal is not None else None,
+            principal.tag_list if principal is not None else (),
+            model,
+            t.label_for(self.default_model),
+            usage[0],
+            usage[1],
+            usage[3],
+            self.usd or 0.0,
+            self.estimated,
         )
 
     def relayed(self, data: bytes) -> None:
@@ -1074,7 +1074,10 @@ class Gateway:
         grant: Grant | None = None
         if self.limiter.active:
             try:
-                grant = await self.limiter.admit(principal, route.name, estimate)
+                try:  # in-process backends: no coroutine
+                    grant = self.limiter.admit_now(principal, route.name, estimate)
+                except Later:
+                    grant = await self.limiter.admit(principal, route.name, estimate)
             except BaseException:
                 if res is not None:
                     res.settle_nowait(0.0)
@@ -1239,7 +1242,7 @@ class Gateway:
             if bill is not None:  # a stream cut short is billed what it delivered
                 bill.settle(bill.stream_usage(), cut=True)
                 if budgets is not None:
-                    budgets.record(bill.event(rid, principal, route.name))
+                    bill.journal(budgets.ledger, principal, route.name)
             if res is not None:  # nothing answered: the reservation is given back
                 res.settle_nowait(bill.usd or 0.0 if bill is not None else 0.0)
             if grant is not None:

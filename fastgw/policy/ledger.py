@@ -233,28 +233,77 @@ class Ledger:
     def record(self, event: SpendEvent) -> None:
         """Queue one settled request (cheap, never blocks: a dict update); written with the
         next flush."""
-        minute = int(event.ts // 60)
-        tags = event.tags
+        self.add(
+            event.ts,
+            event.key,
+            event.team,
+            event.tags,
+            event.model,
+            event.target,
+            event.prompt_tokens,
+            event.completion_tokens,
+            event.cached_tokens,
+            event.cost,
+            event.estimated,
+        )
+
+    def add(
+        self,
+        ts: float,
+        key: str | None,
+        team: str | None,
+        tags: tuple[str, ...],
+        model: str,
+        target: str,
+        prompt_tokens: int,
+        completion_tokens: int,
+        cached_tokens: int,
+        cost: float,
+        estimated: bool,
+    ) -> None:
+        """``record`` without building a ``SpendEvent`` (the request path's way)."""
+        minute = int(ts // 60)
         text = self._tags_text.get(tags)
         if text is None:
             text = _json.encode(sorted(tags)).decode()
             if len(self._tags_text) > 4096:
                 self._tags_text.clear()
             self._tags_text[tags] = text
-        key = (minute, event.key or "", event.team or "", text, event.model, event.target)
-        values = (
-            1.0,
-            1.0 if event.estimated else 0.0,
-            float(event.prompt_tokens),
-            float(event.completion_tokens),
-            float(event.cached_tokens),
-            float(event.cost),
-        )
-        if not self._add(self._pending, key, values):
-            return
+        row = (minute, key or "", team or "", text, model, target)
+        sums = self._pending.get(row)
+        values: tuple[float, ...] = ()
+        if sums is None:
+            values = (
+                1.0,
+                1.0 if estimated else 0.0,
+                float(prompt_tokens),
+                float(completion_tokens),
+                float(cached_tokens),
+                float(cost),
+            )
+            if not self._add(self._pending, row, values):
+                return
+        else:  # the common case: one more request of a row seen this minute
+            sums[0] += 1.0
+            if estimated:
+                sums[1] += 1.0
+            sums[2] += prompt_tokens
+            sums[3] += completion_tokens
+            sums[4] += cached_tokens
+            sums[5] += cost
         self.recorded += 1
-        for tag in set(tags):
-            self._add(self._pending_tags, (tag, minute), values)
+        if tags:
+            if not values:
+                values = (
+                    1.0,
+                    1.0 if estimated else 0.0,
+                    float(prompt_tokens),
+                    float(completion_tokens),
+                    float(cached_tokens),
+                    float(cost),
+                )
+            for tag in set(tags):
+                self._add(self._pending_tags, (tag, minute), values)
 
     def _add(self, into: dict[Any, _Sums], key: Any, values: tuple[float, ...]) -> bool:
         sums = into.get(key)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+from collections.abc import Callable
 from typing import Any
 
 from .._core.ratelimit import rate_headers
@@ -207,7 +208,9 @@ class Limiter:
         }
         self.keys = _key_scopes(cfg.keys)
         self.active = bool(self.global_ or self.models or self.teams or self.keys)
-        self.state: State | None = None
+        self._state: State | None = None
+        #: The backend's in-process take (``take_prepared_now``), if it has one.
+        self._take_now: Callable[[object, list[float]], tuple[bool, list[float]]] | None = None
         #: Token settlements not yet sent, summed per bucket (see ``owe``).
         self._owed: dict[str, list[Any]] = {}  # key -> [tokens, Limit]
         #: (key name, model) → what admission does (the config does not change at run time;
@@ -215,6 +218,17 @@ class Limiter:
         self._plans: dict[tuple[str | None, str], _Plan | None] = {}
         self._flushing = False
         self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def state(self) -> State | None:
+        """The backend the limits live in (set at start-up)."""
+        return self._state
+
+    @state.setter
+    def state(self, state: State | None) -> None:
+        self._state = state
+        self._take_now = getattr(state, "take_prepared_now", None)
+        self._plans = {}  # their handles were the old backend's
 
     def update_keys(self, keys: list[KeyConfig]) -> None:
         """The keys changed at run time (admin API): their limits from now on."""
@@ -305,15 +319,66 @@ class Limiter:
                 headers=[(b"retry-after", b"1")],
             ) from None
 
-    async def _admit(self, principal: Principal | None, model: str, estimate: int) -> Grant | None:
+    def admit_now(self, principal: Principal | None, model: str, estimate: int) -> Grant | None:
+        """``admit`` without a coroutine, for a backend that answers in-process (``local``,
+        ``memory``) and a request no concurrency limit applies to; raises ``Later`` when
+        ``admit`` must be awaited instead."""
+        take = self._take_now
+        if take is None:
+            raise Later
+        plan = self._plan(principal, model)
+        if plan is None:
+            return None
+        if plan.slots:
+            raise Later
+        ns = self._amounts(plan, estimate)
+        ok, remaining = take(plan.handle, ns)
+        return self._granted(plan, ok, remaining, ns, estimate, [])
+
+    def _plan(self, principal: Principal | None, model: str) -> _Plan | None:
+        """What admission does for this key and model (built on first use)."""
         ck = (principal.name if principal is not None else None, model)
         try:
-            plan = self._plans[ck]
+            return self._plans[ck]
         except KeyError:
             if len(self._plans) > 65536:
                 self._plans.clear()
             scopes = self.scopes(principal, model)
             plan = self._plans[ck] = _Plan(scopes) if scopes else None
+            if plan is not None and plan.buckets:
+                assert self.state is not None, "Limiter.state is set at start-up"
+                plan.handle = self.state.prepare(plan.buckets)
+            return plan
+
+    @staticmethod
+    def _amounts(plan: _Plan, estimate: int) -> list[float]:
+        """What each of the plan's buckets gives: 1 request, ``estimate`` tokens."""
+        if not plan.tok:
+            return plan.ns
+        ns = plan.ns.copy()
+        for i in plan.tok:
+            ns[i] = float(estimate)
+        return ns
+
+    def _granted(
+        self,
+        plan: _Plan,
+        ok: bool,
+        remaining: list[float],
+        ns: list[float],
+        estimate: int,
+        slots: list[str],
+    ) -> Grant:
+        """The grant of a take that happened; the 429 of one that did not (the caller
+        gives back ``slots``)."""
+        if not ok:
+            raise plan.refusal(remaining, ns, estimate)
+        state = self.state
+        assert state is not None
+        return Grant(self, state, slots, plan.tokens, estimate, plan.headers(remaining))
+
+    async def _admit(self, principal: Principal | None, model: str, estimate: int) -> Grant | None:
+        plan = self._plan(principal, model)
         if plan is None:
             return None
         state = self.state
@@ -332,25 +397,18 @@ class Limiter:
             slots.append(key)
         if not plan.buckets:
             return Grant(self, state, slots, [], estimate, [])
-        handle = plan.handle
-        if handle is None:
-            handle = plan.handle = state.prepare(plan.buckets)
-        ns = plan.ns
-        if plan.tok:
-            ns = ns.copy()
-            for i in plan.tok:
-                ns[i] = float(estimate)
+        ns = self._amounts(plan, estimate)
         try:
-            ok, remaining = await state.take_prepared(handle, ns)
+            ok, remaining = await state.take_prepared(plan.handle, ns)
+            return self._granted(plan, ok, remaining, ns, estimate, slots)
         except BaseException:
             for held in slots:
                 await state.release(held)
             raise
-        if not ok:
-            for held in slots:
-                await state.release(held)
-            raise plan.refusal(remaining, ns, estimate)
-        return Grant(self, state, slots, plan.tokens, estimate, plan.headers(remaining))
+
+
+class Later(Exception):
+    """``Limiter.admit_now`` cannot decide without awaiting: call ``admit``."""
 
 
 def _key_scopes(keys: list[KeyConfig]) -> dict[str, _Scope]:

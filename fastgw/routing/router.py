@@ -63,11 +63,17 @@ class Target:
         "region",
         "retry",
         "routing_headers",
+        "spend_label",
         "stats",
         "tags",
         "timeouts",
         "wire",
     )
+
+    def label_for(self, default_model: str) -> str:
+        """``provider/model`` of a request served here (``default_model``: the model the
+        request asked for, when the target names none)."""
+        return self.spend_label or f"{self.provider.name}/{default_model}"
 
     def __init__(
         self,
@@ -95,6 +101,8 @@ class Target:
         self.model = model
         self.label = label
         self.name = name
+        #: ``provider/model`` (what the spend ledger records), when the target names a model.
+        self.spend_label = f"{provider.name}/{model}" if model else None
         #: The response header naming this target (``x-fastgw-target``), built once.
         self.routing_headers = [(b"x-fastgw-target", label.encode())]
         self.provider_header = provider.name.encode()

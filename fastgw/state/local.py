@@ -74,6 +74,10 @@ class LocalState:
     def prepare(self, buckets: list[tuple[str, Limit]]) -> object:
         return self.table.prepare([(k, lim.capacity, lim.rate) for k, lim in buckets])
 
+    def take_prepared_now(self, handle: object, ns: list[float]) -> tuple[bool, list[float]]:
+        """``take_prepared`` without a coroutine (the table answers in-process)."""
+        return self.table.take_prepared(cast(Any, handle), ns, self.clock())
+
     async def take_prepared(self, handle: object, ns: list[float]) -> tuple[bool, list[float]]:
         return self.table.take_prepared(cast(Any, handle), ns, self.clock())
 

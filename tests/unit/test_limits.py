@@ -10,7 +10,7 @@ import pytest
 from fastgw.api.errors import GatewayError
 from fastgw.config import ConfigError, validate
 from fastgw.policy.keys import KeyStore, Principal
-from fastgw.policy.limits import Limiter
+from fastgw.policy.limits import Later, Limiter
 from fastgw.state.memory import MemoryState
 
 KEY = "sk-fastgw-unit-limits-00000001"
@@ -127,3 +127,30 @@ def test_limits_must_be_positive() -> None:
         )
     assert "limits.rpm: must be at least 1 (omit it for no limit)" in e.value.errors
     assert "keys[0].limits.tpm: must be at least 1 (omit it for no limit)" in e.value.errors
+
+
+async def test_admit_now_is_admit_without_a_coroutine() -> None:
+    limiter, p, _, _ = setup({"rpm": 2, "tpm": 1000})
+    g = limiter.admit_now(p, "m", 100)
+    assert g is not None
+    assert dict(g.headers)[b"x-ratelimit-remaining-requests"] == b"1"
+    g2 = await limiter.admit(p, "m", 100)  # the same buckets either way
+    assert g2 is not None and dict(g2.headers)[b"x-ratelimit-remaining-tokens"] == b"800"
+    with pytest.raises(GatewayError) as e:
+        limiter.admit_now(p, "m", 100)
+    assert e.value.status == 429 and e.value.code == "rate_limit_exceeded"
+
+
+async def test_admit_now_defers_what_it_cannot_do_in_process() -> None:
+    limiter, p, _, _ = setup({"concurrency": 1})
+    with pytest.raises(Later):  # slots are awaited
+        limiter.admit_now(p, "m", 1)
+    limiter.state = _NoSyncState()
+    with pytest.raises(Later):  # a remote backend is awaited
+        limiter.admit_now(p, "m", 1)
+
+
+class _NoSyncState(MemoryState):
+    """A backend with no in-process take (as ``redis``)."""
+
+    take_prepared_now = None  # type: ignore[assignment]
