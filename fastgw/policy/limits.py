@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .._core.ratelimit import rate_headers
@@ -65,6 +65,7 @@ class _Plan:
     headers. Per request only the token estimate and the remaining balances change."""
 
     __slots__ = (
+        "admit_handle",
         "buckets",
         "handle",
         "limits",
@@ -98,6 +99,8 @@ class _Plan:
         self.ns = [1.0] * len(buckets)
         self.tokens = [buckets[i] for i in self.tok]
         self.handle: object = None  # the backend's prepared take, made on first use
+        #: … and its prepared admission of slots and buckets in one step (redis)
+        self.admit_handle: object = None
 
     def headers(self, remaining: list[float]) -> Headers:
         """``x-ratelimit-{limit,remaining,reset}-{requests,tokens}`` of the tightest scope
@@ -211,6 +214,8 @@ class Limiter:
         self._state: State | None = None
         #: The backend's in-process take (``take_prepared_now``), if it has one.
         self._take_now: Callable[[object, list[float]], tuple[bool, list[float]]] | None = None
+        self._admit_once: _AdmitOnce | None = None
+        self._prepare_admit: _PrepareAdmit | None = None
         #: Token settlements not yet sent, summed per bucket (see ``owe``).
         self._owed: dict[str, list[Any]] = {}  # key -> [tokens, Limit]
         #: (key name, model) → what admission does (the config does not change at run time;
@@ -228,6 +233,9 @@ class Limiter:
     def state(self, state: State | None) -> None:
         self._state = state
         self._take_now = getattr(state, "take_prepared_now", None)
+        # a backend that takes slots and buckets in one round trip (redis)
+        self._admit_once = getattr(state, "admit_prepared", None)
+        self._prepare_admit = getattr(state, "prepare_admit", None)
         self._plans = {}  # their handles were the old backend's
 
     def update_keys(self, keys: list[KeyConfig]) -> None:
@@ -345,9 +353,13 @@ class Limiter:
                 self._plans.clear()
             scopes = self.scopes(principal, model)
             plan = self._plans[ck] = _Plan(scopes) if scopes else None
+            state = self.state
+            assert state is not None, "Limiter.state is set at start-up"
             if plan is not None and plan.buckets:
-                assert self.state is not None, "Limiter.state is set at start-up"
-                plan.handle = self.state.prepare(plan.buckets)
+                plan.handle = state.prepare(plan.buckets)
+            if plan is not None and plan.slots and self._prepare_admit is not None:
+                slots = [(key, limit) for key, limit, _ in plan.slots]
+                plan.admit_handle = self._prepare_admit(slots, plan.buckets)
             return plan
 
     @staticmethod
@@ -383,6 +395,8 @@ class Limiter:
             return None
         state = self.state
         assert state is not None, "Limiter.state is set at start-up"
+        if plan.admit_handle is not None and self._admit_once is not None:
+            return await self._admit_in_one(plan, estimate)
         slots: list[str] = []
         for key, limit, s in plan.slots:
             if not await state.acquire(key, limit):
@@ -405,6 +419,27 @@ class Limiter:
             for held in slots:
                 await state.release(held)
             raise
+
+    async def _admit_in_one(self, plan: _Plan, estimate: int) -> Grant:
+        """Slots and buckets in one round trip (``admit_prepared``)."""
+        assert self._admit_once is not None
+        ns = self._amounts(plan, estimate)
+        code, remaining = await self._admit_once(plan.admit_handle, ns)
+        if code < 0:
+            _, limit, s = plan.slots[-code - 1]
+            raise _too_many(
+                f"{s.label} has {limit} requests in flight, its concurrency limit.",
+                "concurrency_limit_exceeded",
+                1.0,
+                [],
+            )
+        return self._granted(
+            plan, code == 1, remaining, ns, estimate, [k for k, _, _ in plan.slots]
+        )
+
+
+_AdmitOnce = Callable[[object, list[float]], Awaitable[tuple[int, list[float]]]]
+_PrepareAdmit = Callable[[list[tuple[str, int]], list[tuple[str, Limit]]], object]
 
 
 class Later(Exception):

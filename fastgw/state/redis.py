@@ -165,33 +165,67 @@ end
 #: KEYS: the buckets; ARGV: n, capacity, rate for each. All or nothing; the same key twice
 #: adds up (its first limit shapes it). Returns {1|0, tokens of each bucket after the takes
 #: (before them when refused)}.
-TAKE_MANY = _Script(
-    _BUCKET_LUA
-    + """
-local tokens, at, cap, rate, need = {}, {}, {}, {}, {}
-for i, k in ipairs(KEYS) do
-  if tokens[k] == nil then
-    cap[k], rate[k] = tonumber(ARGV[3 * i - 1]), tonumber(ARGV[3 * i])
-    tokens[k], at[k] = load(k, cap[k], rate[k])
-    need[k] = 0
-  end
-  need[k] = need[k] + tonumber(ARGV[3 * i - 2])
-end
-local ok = 1
-for _, k in ipairs(KEYS) do
-  if tokens[k] < need[k] then ok = 0 end
-end
-if ok == 1 then
-  for _, k in ipairs(KEYS) do
-    if need[k] ~= 0 then
-      tokens[k] = tokens[k] - need[k]
-      store(k, tokens[k], at[k], cap[k], rate[k])
+# Shared by the scripts that take from buckets: ``count`` buckets, KEYS[k0 + i] shaped by
+# ARGV[a0 + 3i - 2 ..] (n, capacity, rate), all or nothing. {1|0, tokens of each bucket}.
+_TAKE_LUA = """
+local function take_all(k0, a0, count)
+  local tokens, at, cap, rate, need = {}, {}, {}, {}, {}
+  for i = 1, count do
+    local k = KEYS[k0 + i]
+    if tokens[k] == nil then
+      cap[k], rate[k] = tonumber(ARGV[a0 + 3 * i - 1]), tonumber(ARGV[a0 + 3 * i])
+      tokens[k], at[k] = load(k, cap[k], rate[k])
       need[k] = 0
     end
+    need[k] = need[k] + tonumber(ARGV[a0 + 3 * i - 2])
+  end
+  local ok = 1
+  for i = 1, count do
+    local k = KEYS[k0 + i]
+    if tokens[k] < need[k] then ok = 0 end
+  end
+  if ok == 1 then
+    for i = 1, count do
+      local k = KEYS[k0 + i]
+      if need[k] ~= 0 then
+        tokens[k] = tokens[k] - need[k]
+        store(k, tokens[k], at[k], cap[k], rate[k])
+        need[k] = 0
+      end
+    end
+  end
+  local out = {ok}
+  for i = 1, count do out[i + 1] = string.format('%.17g', tokens[KEYS[k0 + i]]) end
+  return out
+end
+"""
+
+TAKE_MANY = _Script(_BUCKET_LUA + _TAKE_LUA + "return take_all(0, 0, #KEYS)\n")
+
+#: A whole admission in one round trip: KEYS: S slot sets, then the buckets; ARGV: S, the
+#: holder id, the lease seconds, each slot set's limit, then n, capacity, rate per bucket.
+#: Every slot free and every bucket holding what is asked, or nothing is touched. Returns
+#: {1, tokens of each bucket}; {0, tokens …} when a bucket refuses; {-i} when slot set i is
+#: full.
+ADMIT = _Script(
+    _BUCKET_LUA
+    + _TAKE_LUA
+    + """
+local s, holder, ttl = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
+local expired = string.format('%.17g', now)
+for i = 1, s do
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', expired)
+  if redis.call('ZCARD', KEYS[i]) >= tonumber(ARGV[3 + i]) then return {-i} end
+end
+local out = take_all(s, 3 + s, #KEYS - s)
+if out[1] == 1 then
+  local lease = string.format('%.17g', now + ttl)
+  local ms = string.format('%d', math.ceil(ttl * 1000) + 1000)
+  for i = 1, s do
+    redis.call('ZADD', KEYS[i], lease, holder)
+    redis.call('PEXPIRE', KEYS[i], ms)
   end
 end
-local out = {ok}
-for i, k in ipairs(KEYS) do out[i + 1] = string.format('%.17g', tokens[k]) end
 return out
 """
 )
@@ -369,6 +403,46 @@ class _PreparedTake:
         return out
 
 
+class _PreparedAdmit:
+    """An ``ADMIT`` (slots and buckets in one script) whose command bytes are built once:
+    per call only the holder id and the amounts are framed."""
+
+    __slots__ = ("head", "keys", "middle", "slots", "take", "ttl")
+
+    def __init__(
+        self, state: RedisState, slots: list[tuple[str, int]], take: _PreparedTake
+    ) -> None:
+        self.slots = slots
+        self.take = take
+        s = len(slots)
+        nkeys = s + len(take.keys)
+        self.ttl = state.slot_ttl
+        self.keys = keys = [state._key("s", k) for k, _ in slots] + take.keys
+        self.head = b"*%d\r\n" % (3 + nkeys + 3 + s + 3 * len(take.keys)) + b"".join(
+            [
+                _bulk("EVALSHA"),
+                _bulk(ADMIT.sha),
+                _bulk(str(nkeys)),
+                *map(_bulk, keys),
+                _bulk(str(s)),
+            ]
+        )
+        #: after the holder id: the lease and each slot set's limit
+        self.middle = _bulk(state.slot_ttl) + b"".join(_bulk(str(lim)) for _, lim in slots)
+
+    def frame(self, holder: str, ns: list[float]) -> bytes:
+        parts = [self.head, _bulk(holder), self.middle]
+        for n, shape in zip(ns, self.take.shapes, strict=True):
+            parts.append(_bulk(n))
+            parts.append(shape)
+        return b"".join(parts)
+
+    def args(self, holder: str, ns: list[float]) -> list[Any]:
+        """The ARGV ``_eval`` takes (the first call, or after Redis lost its scripts)."""
+        head: list[Any] = [len(self.slots), holder, self.ttl, *(lim for _, lim in self.slots)]
+        return head + self.take.args(ns)
+
+
 def redact_url(url: str) -> str:
     """``url`` without its password (in the user info or a ``password=`` query argument)."""
     parts = urlsplit(url)
@@ -537,6 +611,62 @@ class RedisState:
         except StateUnavailable as exc:
             return self._degraded(exc).take_prepared_now(p.buckets, ns)
         return int(reply[0]) == 1, [float(x) for x in reply[1:]]
+
+    def prepare_admit(
+        self, slots: list[tuple[str, int]], buckets: list[tuple[str, Limit]]
+    ) -> object:
+        """A handle for ``admit_prepared``: concurrency slots and buckets in one step."""
+        return _PreparedAdmit(self, slots, _PreparedTake(self, buckets))
+
+    async def admit_prepared(self, handle: object, ns: list[float]) -> tuple[int, list[float]]:
+        """One round trip: a slot of every slot set (``acquire``) and the takes of
+        ``take_prepared``, all or nothing. ``(1, balances)`` done; ``(0, balances)`` a
+        bucket refused; ``(-i, [])`` slot set ``i`` (1-based) is full. The slots are this
+        instance's to ``release``, leased and refreshed like ``acquire``'s."""
+        p = cast(_PreparedAdmit, handle)
+        holder = f"{self._id}:{next(self._seq)}"
+        try:
+            reply = await self._admit(p, holder, ns)
+        except StateUnavailable as exc:
+            return await self._admit_degraded(self._degraded(exc), p, ns)
+        code = int(reply[0])
+        if code == 1:
+            for key, _ in p.slots:
+                self._held.setdefault(key, []).append(holder)
+            if p.slots and self._refresher is None and not self._closed:
+                self._refresher = asyncio.create_task(self._refresh_forever())
+        return code, [float(x) for x in reply[1:]]
+
+    async def _admit(self, p: _PreparedAdmit, holder: str, ns: list[float]) -> Any:
+        if ADMIT.sha in self._loaded:
+            try:
+                return await self._call(lambda: self._redis.call_packed(p.frame(holder, ns)))
+            except RespError as exc:
+                if not str(exc).startswith("NOSCRIPT"):
+                    raise
+                self._loaded.discard(ADMIT.sha)
+        args = p.args(holder, ns)
+        return await self._call(lambda: self._eval(ADMIT, p.keys, args))
+
+    async def _admit_degraded(
+        self, fallback: MemoryState, p: _PreparedAdmit, ns: list[float]
+    ) -> tuple[int, list[float]]:
+        """``admit_prepared`` on the fail-open fallback (this worker alone)."""
+        taken: list[str] = []
+        for i, (key, limit) in enumerate(p.slots, 1):
+            if not await fallback.acquire(key, limit):
+                for k in taken:
+                    await fallback.release(k)
+                return -i, []
+            taken.append(key)
+        ok, remaining = fallback.take_prepared_now(p.take.buckets, ns)
+        if not ok:
+            for k in taken:
+                await fallback.release(k)
+            return 0, remaining
+        for key in taken:
+            self._held.setdefault(key, []).append(None)
+        return 1, remaining
 
     async def settle(self, key: str, n: float, limit: Limit) -> None:
         args = (n, limit.capacity, limit.rate)

@@ -483,3 +483,46 @@ async def test_one_script_per_charge_call(hosts: Hosts, monkeypatch: pytest.Monk
         assert not await s.seed("c4", 2.0)
     assert evals == [3, 1, 1] * 10  # one script, one round trip, per call
     healthy(s)
+
+
+# --- a whole admission (slots and buckets) in one round trip ------------------------------------
+
+
+async def test_admission_with_slots_is_one_round_trip(hosts: Hosts) -> None:
+    a, b = hosts(), hosts()
+    lim = Limit(5, 0.0)
+    ha = a.prepare_admit([("conc", 2)], [("rpm", lim)])
+    hb = b.prepare_admit([("conc", 2)], [("rpm", lim)])
+    sent: list[bytes] = []
+    for s in (a, b):  # count what goes over the wire: one command per admission
+        real = s._redis.call_packed
+
+        async def counting(packed: bytes, real: Any = real) -> Any:
+            sent.append(packed)
+            return await real(packed)
+
+        s._redis.call_packed = counting  # type: ignore[method-assign]
+    await a.take_many([Take("warm", 0, lim)])  # loads nothing needed; ADMIT loads on first use
+    assert await a.admit_prepared(ha, [1.0]) == (1, [4.0])  # first use: EVAL (not counted)
+    assert await b.admit_prepared(hb, [1.0]) == (1, [3.0])  # host b: the same set and bucket
+    assert await a.admit_prepared(ha, [1.0]) == (-1, [])  # both slots held: nothing taken
+    assert (await take(a, "rpm", 0, lim)).remaining == 3.0
+    await a.release("conc")
+    assert await a.admit_prepared(ha, [4.0]) == (0, [3.0])  # the bucket refuses: no slot kept
+    assert await b.admit_prepared(hb, [3.0]) == (1, [0.0])
+    # one EVALSHA per admission once each host has loaded the script (its first is an EVAL)
+    assert [p.count(b"EVALSHA") for p in sent] == [1, 1, 1]
+    await b.release("conc")
+    await b.release("conc")
+    assert await a.acquire("conc", 2) and await a.acquire("conc", 2)  # every slot given back
+    healthy(a, b)
+
+
+async def test_admission_fails_open_to_the_fallback(hosts: Hosts) -> None:
+    s = hosts(url="redis://127.0.0.1:1/0", on_error="open", timeout=0.25)
+    h = s.prepare_admit([("c", 1)], [("r", Limit(2, 0.0))])
+    assert await s.admit_prepared(h, [1.0]) == (1, [1.0])
+    assert await s.admit_prepared(h, [1.0]) == (-1, [])  # the fallback's own slot is held
+    await s.release("c")
+    assert await s.admit_prepared(h, [1.0]) == (1, [0.0])
+    assert s.fallback_calls >= 3
