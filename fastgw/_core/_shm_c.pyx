@@ -314,9 +314,15 @@ cdef class ShmTable:
         """Take ``n`` tokens from every bucket ``(key, n, capacity, rate)`` or from none;
         per bucket ``(allowed, remaining, retry_after, reset)``."""
         self._check_open()
-        cdef Py_ssize_t k = len(takes)
-        if k == 0:
-            return []
+        return self._many(KIND_BUCKET, takes, now, -1.0)
+
+    cdef list _many(self, int kind, list items, double now, double ttl):
+        """``take_many`` (``kind`` KIND_BUCKET, items ``(key, n, capacity, rate)``) or
+        ``charge_many`` (KIND_CHARGE, items ``(key, n, cap)``): unpack every item into
+        ``d`` (checked before any lock), lock the entry of every key (``_lock_all``), decide
+        with them locked (``_decide``, ``_spend``) and unlock. The arrays of up to SMALL
+        items are on the stack."""
+        cdef Py_ssize_t k = len(items)
         cdef Py_ssize_t small_slots[SMALL]
         cdef Py_ssize_t small_order[SMALL]
         cdef double small_d[4 * SMALL]
@@ -324,6 +330,7 @@ cdef class ShmTable:
         cdef Py_ssize_t* order = small_order
         cdef double* d = small_d
         cdef Py_ssize_t i, m
+        cdef double n, cap, rate
         if k > SMALL:
             slots = <Py_ssize_t*>PyMem_Malloc(2 * k * sizeof(Py_ssize_t))
             d = <double*>PyMem_Malloc(4 * k * sizeof(double))
@@ -333,22 +340,32 @@ cdef class ShmTable:
                 raise MemoryError()
             order = slots + k
         try:
-            # n, capacity, rate of every take (unpacked once)
             for i in range(k):
-                key, n, cap, rate = <tuple>takes[i]
+                if kind == KIND_BUCKET:
+                    key, n, cap, rate = <tuple>items[i]
+                    d[4 * i + 2] = rate
+                else:
+                    key, n, cap = <tuple>items[i]
+                    if not (0.0 <= n < INF) or cap != cap:
+                        raise ValueError("a charge needs a finite n >= 0 and a cap")
                 d[4 * i] = n
                 d[4 * i + 1] = cap
-                d[4 * i + 2] = rate
+            if k == 0:
+                return []
             if k == 1:
-                key = (<tuple>takes[0])[0]
-                slots[0] = self._find(KIND_BUCKET, key, True, now, d[1], d[1], d[2])
-                try:
-                    return self._decide(k, slots, d, now)
-                finally:
-                    fgw_unlock(&self._ents[slots[0]].lock)
-            m = self._lock_all(KIND_BUCKET, takes, k, d, slots, order, now)
+                key = (<tuple>items[0])[0]
+                if kind == KIND_BUCKET:  # a new bucket is full
+                    slots[0] = self._find(kind, key, True, now, d[1], d[1], d[2])
+                else:
+                    slots[0] = self._find(kind, key, True, now, 0.0, 0.0, 0.0)
+                order[0] = slots[0]
+                m = 1
+            else:
+                m = self._lock_all(kind, items, k, d, slots, order, now)
             try:
-                return self._decide(k, slots, d, now)
+                if kind == KIND_BUCKET:
+                    return self._decide(k, slots, d, now)
+                return self._spend(k, slots, d, now, ttl)
             finally:
                 for i in range(m - 1, -1, -1):
                     fgw_unlock(&self._ents[order[i]].lock)
@@ -630,51 +647,7 @@ cdef class ShmTable:
         """Add ``n`` to every charge counter ``(key, n, cap)`` if each total stays within its
         cap, else to none; per charge ``(allowed, total)`` (see ``_shm_py``)."""
         self._check_open()
-        cdef double t = _ttl(ttl)
-        cdef Py_ssize_t k = len(charges)
-        cdef Py_ssize_t small_slots[SMALL]
-        cdef Py_ssize_t small_order[SMALL]
-        cdef double small_d[4 * SMALL]
-        cdef Py_ssize_t* slots = small_slots
-        cdef Py_ssize_t* order = small_order
-        cdef double* d = small_d
-        cdef Py_ssize_t i, m
-        cdef double n, cap
-        if k > SMALL:
-            slots = <Py_ssize_t*>PyMem_Malloc(2 * k * sizeof(Py_ssize_t))
-            d = <double*>PyMem_Malloc(4 * k * sizeof(double))
-            if slots == NULL or d == NULL:
-                PyMem_Free(slots)
-                PyMem_Free(d)
-                raise MemoryError()
-            order = slots + k
-        try:
-            # n and cap of every charge (unpacked and checked once, before any lock)
-            for i in range(k):
-                key, n, cap = <tuple>charges[i]
-                if not (0.0 <= n < INF) or cap != cap:
-                    raise ValueError("a charge needs a finite n >= 0 and a cap")
-                d[4 * i] = n
-                d[4 * i + 1] = cap
-            if k == 0:
-                return []
-            if k == 1:
-                key = (<tuple>charges[0])[0]
-                slots[0] = self._find(KIND_CHARGE, key, True, now, 0.0, 0.0, 0.0)
-                try:
-                    return self._spend(k, slots, d, now, t)
-                finally:
-                    fgw_unlock(&self._ents[slots[0]].lock)
-            m = self._lock_all(KIND_CHARGE, charges, k, d, slots, order, now)
-            try:
-                return self._spend(k, slots, d, now, t)
-            finally:
-                for i in range(m - 1, -1, -1):
-                    fgw_unlock(&self._ents[order[i]].lock)
-        finally:
-            if slots != small_slots:
-                PyMem_Free(slots)
-                PyMem_Free(d)
+        return self._many(KIND_CHARGE, charges, now, _ttl(ttl))
 
     cdef list _spend(self, Py_ssize_t k, Py_ssize_t* slots, double* d, double now, double ttl):
         """Decide with the entries ``slots`` locked: ``d[4i + 2]`` gets the total of charge

@@ -89,8 +89,9 @@ import mmap
 import os
 import struct
 import time
+from collections.abc import Callable
 from hashlib import blake2b
-from typing import Any
+from typing import Any, TypeVar
 
 __all__ = [
     "DEFAULT_ENTRIES",
@@ -125,6 +126,8 @@ KIND_SLOTS = 2
 KIND_COUNTER = 3
 KIND_CHARGE = 4
 INF = float("inf")
+
+T = TypeVar("T")
 
 # header: magic, version, ready, entries, entry_size, global_lock, used, stats_lock
 _HEADER = struct.Struct("<8sIIQIIQI")
@@ -534,19 +537,32 @@ class ShmTable:
         takes add up (refilled with the first one's limit)."""
         if not takes:
             return []
-        if len(takes) == 1:
-            key, _n, cap, rate = takes[0]
-            s = self._find(KIND_BUCKET, key, True, now, cap, cap, rate)
+        return self._locked(KIND_BUCKET, takes, now, lambda slots: self._decide(takes, slots, now))
+
+    def _locked(
+        self, kind: int, items: list[Any], now: float, decide: Callable[[list[int]], T]
+    ) -> T:
+        """``decide(the entry of each item)`` with the entries of the items' keys locked
+        (``_lock_all``), then unlocked."""
+        if len(items) == 1:
+            s = self._find_item(kind, items[0], now)
             try:
-                return self._decide(takes, [s], now)
+                return decide([s])
             finally:
                 self._unlock(s)
-        slots, order = self._lock_all(KIND_BUCKET, takes, now)
+        slots, order = self._lock_all(kind, items, now)
         try:
-            return self._decide(takes, slots, now)
+            return decide(slots)
         finally:
             for s in reversed(order):
                 self._unlock(s)
+
+    def _find_item(self, kind: int, item: tuple[Any, ...], now: float) -> int:
+        """The entry of ``kind`` of the item's key (``item[0]``), locked; a bucket is created
+        full, with the item's ``capacity`` and ``rate``."""
+        if kind == KIND_BUCKET:
+            return self._find(kind, item[0], True, now, item[2], item[2], item[3])
+        return self._find(kind, item[0], True, now)
 
     def _lock_all(
         self, kind: int, items: list[tuple[Any, ...]], now: float
@@ -560,10 +576,7 @@ class ShmTable:
         while True:
             slots = []
             for item in items:
-                if kind == KIND_BUCKET:
-                    s = self._find(kind, item[0], True, now, item[2], item[2], item[3])
-                else:
-                    s = self._find(kind, item[0], True, now)
+                s = self._find_item(kind, item, now)
                 self._unlock(s)
                 slots.append(s)
             order = sorted(set(slots))
@@ -759,18 +772,9 @@ class ShmTable:
                 raise ValueError("a charge needs a finite n >= 0 and a cap")
         if not charges:
             return []
-        if len(charges) == 1:
-            s = self._find(KIND_CHARGE, charges[0][0], True, now)
-            try:
-                return self._spend(charges, [s], now, ttl)
-            finally:
-                self._unlock(s)
-        slots, order = self._lock_all(KIND_CHARGE, charges, now)
-        try:
-            return self._spend(charges, slots, now, ttl)
-        finally:
-            for s in reversed(order):
-                self._unlock(s)
+        return self._locked(
+            KIND_CHARGE, charges, now, lambda slots: self._spend(charges, slots, now, ttl)
+        )
 
     def _spend(
         self,
@@ -811,14 +815,9 @@ class ShmTable:
     def adjust(self, key: str, delta: float, now: float, ttl: float | None = None) -> float:
         """Add ``delta`` (may be negative) to the charge counter ``key`` without any check;
         its new total."""
-        _check_ttl(ttl)
-        if not -INF < delta < INF:
-            raise ValueError("delta must be finite")
-        mm = self._mm
-        assert mm is not None
-        s = self._find(KIND_CHARGE, key, True, now)
+        s = self._charge_entry(key, delta, "delta", now, ttl)
         try:
-            v, at = _VALUE_AT.unpack_from(mm, HEADER_SIZE + s * ENTRY_SIZE + _E_VALUE)
+            v, at = self._value_at(s)
             x: float = (v if now < at else 0.0) + delta
             self._store(s, x, at, now, ttl)
             return x
@@ -828,20 +827,29 @@ class ShmTable:
     def seed(self, key: str, value: float, now: float, ttl: float | None = None) -> bool:
         """Set the charge counter ``key`` to ``value`` unless it exists (written and not
         expired); whether it did."""
-        _check_ttl(ttl)
-        if not -INF < value < INF:
-            raise ValueError("value must be finite")
-        mm = self._mm
-        assert mm is not None
-        s = self._find(KIND_CHARGE, key, True, now)
+        s = self._charge_entry(key, value, "value", now, ttl)
         try:
-            at = _VALUE_AT.unpack_from(mm, HEADER_SIZE + s * ENTRY_SIZE + _E_VALUE)[1]
+            at = self._value_at(s)[1]
             if now < at:
                 return False
             self._store(s, value, at, now, ttl)
             return True
         finally:
             self._unlock(s)
+
+    def _charge_entry(self, key: str, x: float, name: str, now: float, ttl: float | None) -> int:
+        """The charge counter ``key``, locked (created if need be), once ``ttl`` and ``x``
+        (the argument ``name``) are found valid."""
+        _check_ttl(ttl)
+        if not -INF < x < INF:
+            raise ValueError(f"{name} must be finite")
+        return self._find(KIND_CHARGE, key, True, now)
+
+    def _value_at(self, s: int) -> tuple[float, float]:
+        """The value of the (locked) entry ``s`` and its ``at`` (a charge counter's expiry)."""
+        assert self._mm is not None
+        v, at = _VALUE_AT.unpack_from(self._mm, HEADER_SIZE + s * ENTRY_SIZE + _E_VALUE)
+        return v, at
 
     # the table
 

@@ -48,6 +48,7 @@ from ..policy.store import (
     RecordStore,
     RecordStoreError,
     now_iso,
+    to_budget_config,
 )
 from ..state import StateUnavailable
 
@@ -692,7 +693,7 @@ class AdminAPI:
         else:
             records = await store.list_budgets()
         for r in records:
-            items[r.kind, r.name] = (_record_budget(r), r)
+            items[r.kind, r.name] = (to_budget_config(r), r)
         return [(k, n, b, r) for (k, n), (b, r) in sorted(items.items(), key=lambda kv: kv[0])]
 
     async def _budget_views(
@@ -794,16 +795,6 @@ class AdminAPI:
         return not_found(f"No budget for {kind} '{name}'.", code="budget_not_found")
 
 
-def _record_budget(r: BudgetRecord) -> BudgetConfig:
-    return BudgetConfig(
-        usd=r.usd,
-        period=r.period,
-        soft=r.soft,
-        on_exceed=r.on_exceed,
-        fallback_model=r.fallback_model,
-    )
-
-
 def _what(exc: Exception) -> str:
     if isinstance(exc, LedgerError):
         return "spend ledger"
@@ -833,6 +824,31 @@ def _strings(description: str) -> dict[str, Any]:
         "items": {"type": "string", "minLength": 1, "maxLength": _MAX_ITEM},
         "maxItems": _MAX_ITEMS,
         "description": description,
+    }
+
+
+def _typed(**types: str) -> dict[str, dict[str, str]]:
+    """Properties of a plain JSON type each: ``name="integer"`` gives
+    ``"name": {"type": "integer"}``."""
+    return {name: {"type": t} for name, t in types.items()}
+
+
+def _date_time() -> dict[str, str]:
+    return {"type": "string", "format": "date-time"}
+
+
+def _list_of(
+    items: dict[str, Any], *, required: tuple[str, ...] = (), **props: Any
+) -> dict[str, Any]:
+    """A list answer: ``object`` ("list"), ``props``, then ``data``, an array of ``items``."""
+    return {
+        "type": "object",
+        "required": ["object", "data", *required],
+        "properties": {
+            "object": {"const": "list"},
+            **props,
+            "data": {"type": "array", "items": items},
+        },
     }
 
 
@@ -1111,14 +1127,7 @@ def openapi_document(prefix: str = "/admin", *, budgets: bool = False) -> dict[s
                         },
                     ]
                 },
-                "KeyList": {
-                    "type": "object",
-                    "required": ["object", "data"],
-                    "properties": {
-                        "object": {"const": "list"},
-                        "data": {"type": "array", "items": _ref("Key")},
-                    },
-                },
+                "KeyList": _list_of(_ref("Key")),
                 "Budget": _budget_schema(),
                 "BudgetStatus": {
                     "allOf": [
@@ -1134,65 +1143,54 @@ def openapi_document(prefix: str = "/admin", *, budgets: bool = False) -> dict[s
                                     "type": "string",
                                     "examples": ["2026-11-23", "2026-W48", "2026-11"],
                                 },
-                                "period_start": {"type": "string", "format": "date-time"},
-                                "reset_at": {"type": "string", "format": "date-time"},
+                                "period_start": _date_time(),
+                                "reset_at": _date_time(),
                                 "reset_seconds": {"type": "integer"},
                                 "spent_usd": {
                                     "type": "number",
                                     "description": "Settled spend plus reservations in flight.",
                                 },
-                                "remaining_usd": {"type": "number"},
-                                "used_pct": {"type": "number"},
-                                "soft_exceeded": {"type": "boolean"},
-                                "exceeded": {"type": "boolean"},
+                                **_typed(
+                                    remaining_usd="number",
+                                    used_pct="number",
+                                    soft_exceeded="boolean",
+                                    exceeded="boolean",
+                                ),
                                 "created_at": {"type": ["string", "null"]},
                                 "updated_at": {"type": ["string", "null"]},
                             },
                         },
                     ]
                 },
-                "BudgetList": {
-                    "type": "object",
-                    "required": ["object", "data"],
-                    "properties": {
-                        "object": {"const": "list"},
-                        "data": {"type": "array", "items": _ref("BudgetStatus")},
-                    },
-                },
-                "SpendList": {
-                    "type": "object",
-                    "required": ["object", "data", "total_usd"],
-                    "properties": {
-                        "object": {"const": "list"},
-                        "by": {"type": "string", "enum": list(QUERY_BY)},
-                        "interval": {"type": "string", "enum": ["hour", "day"]},
-                        "since": {"type": "string", "format": "date-time"},
-                        "until": {"type": "string", "format": "date-time"},
-                        "name": {"type": ["string", "null"]},
-                        "total_usd": {"type": "number"},
-                        "data": {
-                            "type": "array",
-                            "items": {
-                                "type": "object",
-                                "description": "One interval of one key, team, model or tag "
-                                "(the field named like `by`; null: requests without a key or "
-                                "team).",
-                                "properties": {
-                                    "start": {"type": "string", "format": "date-time"},
-                                    "requests": {"type": "integer"},
-                                    "estimated": {
-                                        "type": "integer",
-                                        "description": "Requests whose usage was estimated.",
-                                    },
-                                    "prompt_tokens": {"type": "integer"},
-                                    "completion_tokens": {"type": "integer"},
-                                    "cached_tokens": {"type": "integer"},
-                                    "cost_usd": {"type": "number"},
-                                },
+                "BudgetList": _list_of(_ref("BudgetStatus")),
+                "SpendList": _list_of(
+                    {
+                        "type": "object",
+                        "description": "One interval of one key, team, model or tag (the "
+                        "field named like `by`; null: requests without a key or team).",
+                        "properties": {
+                            "start": _date_time(),
+                            "requests": {"type": "integer"},
+                            "estimated": {
+                                "type": "integer",
+                                "description": "Requests whose usage was estimated.",
                             },
+                            **_typed(
+                                prompt_tokens="integer",
+                                completion_tokens="integer",
+                                cached_tokens="integer",
+                                cost_usd="number",
+                            ),
                         },
                     },
-                },
+                    required=("total_usd",),
+                    by={"type": "string", "enum": list(QUERY_BY)},
+                    interval={"type": "string", "enum": ["hour", "day"]},
+                    since=_date_time(),
+                    until=_date_time(),
+                    name={"type": ["string", "null"]},
+                    total_usd={"type": "number"},
+                ),
                 "Error": {
                     "type": "object",
                     "required": ["error"],

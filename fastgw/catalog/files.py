@@ -20,8 +20,8 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
-from hashlib import blake2b
 
+from ..datadir import data_file
 from .catalog import Catalog, CatalogHolder, apply, load, shipped
 from .schema import CatalogError, ModelPatch
 
@@ -38,16 +38,9 @@ def default_path(config_path: str | None = None) -> str:
     ``fastgw-<uid>/catalog-<tag>.json`` under ``/var/tmp`` (else the temp dir) — the
     directory of the admin key store (``fastgw.policy.store.default_sqlite_path``), ``tag``
     the same hash of the configuration file's absolute path (``config_path``, else
-    ``FASTGW_CONFIG``), so the CLI and the gateway of one config agree on it."""
-    config = config_path if config_path is not None else os.environ.get("FASTGW_CONFIG") or ""
-    if config:
-        config = os.path.abspath(config)
-    tag = blake2b(config.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
-    base = "/var/tmp"
-    if not (os.path.isdir(base) and os.access(base, os.W_OK)):
-        base = tempfile.gettempdir()
-    uid = os.getuid() if hasattr(os, "getuid") else 0
-    return os.path.join(base, f"fastgw-{uid}", f"catalog-{tag}.json")
+    ``FASTGW_CONFIG``), so the CLI and the gateway of one config agree on it
+    (``fastgw.datadir.data_file``)."""
+    return data_file("catalog", ".json", config_path)
 
 
 def fetch(src: str, *, timeout: float = 10.0, max_bytes: int = MAX_BYTES) -> bytes:

@@ -44,17 +44,14 @@ import asyncio
 import contextlib
 import logging
 import math
-import os
 import sqlite3
-import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import msgspec
 
 from ..config.schema import BudgetsConfig
-from .store import _private_dir, default_sqlite_path
+from ..datadir import SQLiteFile, data_file, transaction
 
 __all__ = [
     "QUERY_BY",
@@ -110,9 +107,8 @@ class SpendEvent(msgspec.Struct, kw_only=True):
 def default_ledger_path() -> str:
     """``spend-<tag>.db`` beside the admin key store (``default_sqlite_path``): the same
     private directory, the same hash of the configuration file's path, so every worker of
-    one gateway (and the CLI) agrees on it."""
-    folder, name = os.path.split(default_sqlite_path())
-    return os.path.join(folder, "spend-" + name.removeprefix("keys-"))
+    one gateway (and the CLI) agrees on it (``fastgw.datadir.data_file``)."""
+    return data_file("spend", ".db")
 
 
 def open_ledger(cfg: BudgetsConfig) -> Ledger:
@@ -182,9 +178,7 @@ class Ledger:
         self._pending: dict[_RowKey, _Sums] = {}
         self._pending_tags: dict[_TagKey, _Sums] = {}
         self._tags_text: dict[tuple[str, ...], str] = {}
-        self._lock = threading.Lock()  # one thread at a time on the connection
         self._flush_lock: asyncio.Lock | None = None
-        self._jobs: set[asyncio.Future[int]] = set()
         self._task: asyncio.Task[None] | None = None
         self._failing = False
         #: Counters for /metrics (this worker's).
@@ -194,39 +188,14 @@ class Ledger:
         self.errors = 0
         self.dropped = 0
         self.last_error: str | None = None
-        try:
-            folder = os.path.dirname(os.path.abspath(path))
-            if path == default_ledger_path():
-                _private_dir(folder)
-            if not os.path.exists(path):  # no group/other access to a new file
-                os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
-            self._db: sqlite3.Connection | None = sqlite3.connect(
-                path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
-            )
-            self._setup(self._db, busy_timeout)
-        except Exception as exc:  # sqlite3.Error, OSError, RecordStoreError
-            raise LedgerError(f"cannot open the spend ledger {path}: {exc}") from exc
-
-    @staticmethod
-    def _setup(db: sqlite3.Connection, busy_timeout: float) -> None:
-        """WAL mode and the tables. Switching a new file to WAL takes an exclusive lock
-        without waiting for it (SQLite does not call the busy handler there), so workers
-        opening a new file at once retry for up to ``busy_timeout``."""
-        deadline = time.monotonic() + busy_timeout
-        while True:
-            try:
-                mode = db.execute("PRAGMA journal_mode=WAL").fetchone()
-                break
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.01)  # start-up only, before the event loop serves anything
-        if not mode or str(mode[0]).lower() != "wal":
-            raise sqlite3.OperationalError(f"WAL mode refused (journal_mode={mode!r})")
-        db.execute("PRAGMA synchronous=NORMAL")
-        with _transaction(db):
-            for sql in _SCHEMA:
-                db.execute(sql)
+        self._file = SQLiteFile(
+            path,
+            _SCHEMA,
+            what="spend ledger",
+            error=LedgerError,
+            busy_timeout=busy_timeout,
+            private=path == default_ledger_path(),
+        )
 
     # -- writing ----------------------------------------------------------------------------
 
@@ -272,7 +241,7 @@ class Ledger:
         row = (minute, key or "", team or "", text, model, target)
         sums = self._pending.get(row)
         values: tuple[float, ...] = ()
-        if sums is None:
+        if sums is None or tags:  # a new row, or tag rows to add to
             values = (
                 1.0,
                 1.0 if estimated else 0.0,
@@ -281,9 +250,10 @@ class Ledger:
                 float(cached_tokens),
                 float(cost),
             )
+        if sums is None:
             if not self._add(self._pending, row, values):
                 return
-        else:  # the common case: one more request of a row seen this minute
+        else:  # the common case: one more request of a row seen this minute, summed in place
             sums[0] += 1.0
             if estimated:
                 sums[1] += 1.0
@@ -293,15 +263,6 @@ class Ledger:
             sums[5] += cost
         self.recorded += 1
         if tags:
-            if not values:
-                values = (
-                    1.0,
-                    1.0 if estimated else 0.0,
-                    float(prompt_tokens),
-                    float(completion_tokens),
-                    float(cached_tokens),
-                    float(cost),
-                )
             for tag in set(tags):
                 self._add(self._pending_tags, (tag, minute), values)
 
@@ -340,12 +301,9 @@ class Ledger:
             if not rows and not tags:
                 return 0
             self._pending, self._pending_tags = {}, {}
-            # a cancelled to_thread() may drop a job the executor has not started yet: the
-            # write is a task of its own, shielded from the caller's cancellation
-            job = asyncio.ensure_future(self._commit(rows, tags))
-            self._jobs.add(job)
-            job.add_done_callback(self._jobs.discard)
-            return await asyncio.shield(job)
+            # the write and its bookkeeping are a task of their own, shielded from the
+            # caller's cancellation
+            return await self._file.detach(self._commit(rows, tags))
 
     async def _commit(self, rows: dict[_RowKey, _Sums], tags: dict[_TagKey, _Sums]) -> int:
         try:
@@ -373,11 +331,11 @@ class Ledger:
 
     def _write(self, rows: dict[_RowKey, _Sums], tags: dict[_TagKey, _Sums]) -> None:
         def q(db: sqlite3.Connection) -> None:
-            with _transaction(db):
+            with transaction(db):
                 db.executemany(_UPSERT, [(*k, *_ints(s)) for k, s in rows.items()])
                 db.executemany(_UPSERT_TAG, [(*k, *_ints(s)) for k, s in tags.items()])
 
-        self._run_db(q)
+        self._file.run(q)
 
     async def close(self, *, flush: bool = True) -> None:
         """Stop the flusher, write what is queued (``flush=False``: drop it, as a crash
@@ -387,35 +345,15 @@ class Ledger:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        while self._jobs:  # writes under way (their batches left the queue)
-            jobs = list(self._jobs)
-            await asyncio.gather(*jobs, return_exceptions=True)
-            self._jobs.difference_update(jobs)
+        await self._file.drain()  # writes under way (their batches left the queue)
         if flush:
             await self.flush()
-
-        def shut() -> None:
-            with self._lock:
-                if self._db is not None:
-                    self._db.close()
-                    self._db = None
-
-        await asyncio.to_thread(shut)
+        await self._file.close()
 
     # -- reading ----------------------------------------------------------------------------
 
-    def _run_db(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        with self._lock:
-            db = self._db
-            if db is None:
-                raise LedgerError("the spend ledger is closed")
-            try:
-                return fn(db)
-            except sqlite3.Error as exc:
-                raise LedgerError(f"spend ledger {self.path}: {exc}") from exc
-
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        return await asyncio.to_thread(self._run_db, fn)
+        return await self._file.call(fn)
 
     async def sums(
         self, kind: str, name: str, since_ts: float, until_ts: float | None = None
@@ -541,15 +479,3 @@ def _scope_column(kind: str) -> tuple[str, str]:
     if kind in ("key", "team"):
         return "spend", kind
     raise ValueError(f"unknown budget kind {kind!r}")
-
-
-@contextlib.contextmanager
-def _transaction(db: sqlite3.Connection) -> Iterator[None]:
-    """``BEGIN IMMEDIATE``: take the write lock at once (waiting up to the busy timeout)."""
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
-    db.execute("COMMIT")

@@ -15,7 +15,7 @@ Two stores, picked by ``open_record_store`` from the state backend:
   ``keys`` (name, record as JSON) and the row ``meta.version``, written in the same
   ``BEGIN IMMEDIATE`` transaction. Any number of processes of one host may open the file at
   once (SQLite locks it); readers never wait for the writer. Its blocking calls run in a
-  thread (``asyncio.to_thread``) so the event loop never waits on the disk.
+  thread so the event loop never waits on the disk (``fastgw.datadir.SQLiteFile``).
 
 Failures of either store surface as ``RecordStoreError`` (the admin API answers 503; the
 sync task counts it and retries).
@@ -31,22 +31,17 @@ same poll (``KeySync``) delivers both to every worker.
 
 from __future__ import annotations
 
-import asyncio
 import builtins
 import contextlib
 import datetime
-import os
 import sqlite3
-import stat
-import tempfile
-import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from hashlib import blake2b
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Protocol, TypeVar, runtime_checkable
 
 import msgspec
 
 from ..config.schema import BudgetConfig, KeyConfig, LimitsConfig, StateConfig
+from ..datadir import SQLiteFile, data_file, transaction
 
 if TYPE_CHECKING:
     from redis.asyncio.client import Pipeline
@@ -248,81 +243,33 @@ def default_sqlite_path() -> str:
     """Where the keys of this gateway live without Redis: ``fastgw-<uid>/keys-<tag>.db`` in
     ``/var/tmp`` (kept across reboots) or, when that is not writable, the temp dir; ``tag``
     is a hash of the configuration file's path (``FASTGW_CONFIG``), so the workers of one
-    gateway share the file. The directory is created private (0700) to this user."""
-    config = os.environ.get("FASTGW_CONFIG") or ""
-    if config:
-        config = os.path.abspath(config)
-    tag = blake2b(config.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
-    base = "/var/tmp"
-    if not (os.path.isdir(base) and os.access(base, os.W_OK)):
-        base = tempfile.gettempdir()
-    uid = os.getuid() if hasattr(os, "getuid") else 0
-    return os.path.join(base, f"fastgw-{uid}", f"keys-{tag}.db")
-
-
-def _private_dir(path: str) -> None:
-    """Create ``path`` (0700) or check that it is a directory of this user that nobody else
-    can write to: a key store another user could write is a way in."""
-    with contextlib.suppress(FileExistsError):
-        os.mkdir(path, 0o700)
-    st = os.lstat(path)
-    if not stat.S_ISDIR(st.st_mode):
-        raise RecordStoreError(f"{path} is not a directory")
-    if hasattr(os, "getuid") and st.st_uid != os.getuid():
-        raise RecordStoreError(f"{path} belongs to another user")
-    if st.st_mode & 0o022:
-        raise RecordStoreError(f"{path} is writable by other users")
+    gateway share the file (``fastgw.datadir.data_file``). The directory is created private
+    (0700) to this user."""
+    return data_file("keys", ".db")
 
 
 class SQLiteRecordStore:
-    """Records in one SQLite file (WAL mode), shared by every process that opens it.
+    """Records in one SQLite file (WAL mode), shared by every process that opens it
+    (``fastgw.datadir.SQLiteFile``).
 
-    One connection per instance, used by one thread at a time (a lock); each call runs in
-    ``asyncio.to_thread``. A write waits up to ``busy_timeout`` seconds for another process's
-    write to finish. The file and its directory are opened at construction (blocking, once,
-    at start-up)."""
+    One connection per instance, used by one thread at a time; each call runs in a worker
+    thread, and a call whose caller is cancelled (a client gone mid-request) is still made.
+    A write waits up to ``busy_timeout`` seconds for another process's write to finish. The
+    file and its directory are opened at construction (blocking, once, at start-up)."""
 
     def __init__(self, path: str, *, busy_timeout: float = 5.0) -> None:
         self.path = path
-        self._lock = threading.Lock()
-        try:
-            folder = os.path.dirname(os.path.abspath(path))
-            if path == default_sqlite_path():
-                _private_dir(folder)
-            if not os.path.exists(path):  # no group/other access to a new file
-                os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
-            self._db: sqlite3.Connection | None = sqlite3.connect(
-                path,
-                timeout=busy_timeout,
-                isolation_level=None,  # transactions are explicit
-                check_same_thread=False,  # used from worker threads, under self._lock
-            )
-            self._setup(self._db)
-        except (sqlite3.Error, OSError) as exc:
-            raise RecordStoreError(f"cannot open the key store {path}: {exc}") from exc
-
-    @staticmethod
-    def _setup(db: sqlite3.Connection) -> None:
-        mode = db.execute("PRAGMA journal_mode=WAL").fetchone()
-        if not mode or str(mode[0]).lower() != "wal":
-            raise sqlite3.OperationalError(f"WAL mode refused (journal_mode={mode!r})")
-        db.execute("PRAGMA synchronous=NORMAL")
-        with _transaction(db):
-            for sql in _SCHEMA:
-                db.execute(sql)
-
-    def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        with self._lock:
-            db = self._db
-            if db is None:
-                raise RecordStoreError("the key store is closed")
-            try:
-                return fn(db)
-            except sqlite3.Error as exc:
-                raise RecordStoreError(f"key store {self.path}: {exc}") from exc
+        self._file = SQLiteFile(
+            path,
+            _SCHEMA,
+            what="key store",
+            error=RecordStoreError,
+            busy_timeout=busy_timeout,
+            private=path == default_sqlite_path(),
+        )
 
     async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        return await asyncio.to_thread(self._run, fn)
+        return await self._file.call(fn)
 
     async def list(self) -> list[KeyRecord]:
         def q(db: sqlite3.Connection) -> list[KeyRecord]:
@@ -342,7 +289,7 @@ class SQLiteRecordStore:
         data = _encode(record)
 
         def q(db: sqlite3.Connection) -> None:
-            with _transaction(db):
+            with transaction(db):
                 db.execute(
                     "INSERT INTO keys (name, record) VALUES (?, ?) "
                     "ON CONFLICT(name) DO UPDATE SET record = excluded.record",
@@ -356,7 +303,7 @@ class SQLiteRecordStore:
         data = _encode(record)
 
         def q(db: sqlite3.Connection) -> bool:
-            with _transaction(db):
+            with transaction(db):
                 cur = db.execute(
                     "INSERT OR IGNORE INTO keys (name, record) VALUES (?, ?)",
                     (record.name, data),
@@ -370,7 +317,7 @@ class SQLiteRecordStore:
 
     async def update(self, name: str, change: Callable[[KeyRecord], KeyRecord]) -> KeyRecord | None:
         def q(db: sqlite3.Connection) -> KeyRecord | None:
-            with _transaction(db):
+            with transaction(db):
                 row = db.execute("SELECT record FROM keys WHERE name = ?", (name,)).fetchone()
                 if row is None:
                     return None
@@ -385,7 +332,7 @@ class SQLiteRecordStore:
 
     async def delete(self, name: str) -> bool:
         def q(db: sqlite3.Connection) -> bool:
-            with _transaction(db):
+            with transaction(db):
                 cur = db.execute("DELETE FROM keys WHERE name = ?", (name,))
                 if cur.rowcount != 1:
                     return False
@@ -421,7 +368,7 @@ class SQLiteRecordStore:
         data = _encoder.encode(record).decode()
 
         def q(db: sqlite3.Connection) -> bool:
-            with _transaction(db):
+            with transaction(db):
                 found = db.execute(
                     "SELECT 1 FROM budgets WHERE kind = ? AND name = ?",
                     (record.kind, record.name),
@@ -438,7 +385,7 @@ class SQLiteRecordStore:
 
     async def delete_budget(self, kind: str, name: str) -> bool:
         def q(db: sqlite3.Connection) -> bool:
-            with _transaction(db):
+            with transaction(db):
                 cur = db.execute("DELETE FROM budgets WHERE kind = ? AND name = ?", (kind, name))
                 if cur.rowcount != 1:
                     return False
@@ -448,26 +395,7 @@ class SQLiteRecordStore:
         return await self._call(q)
 
     async def close(self) -> None:
-        def q() -> None:
-            with self._lock:
-                if self._db is not None:
-                    self._db.close()
-                    self._db = None
-
-        await asyncio.to_thread(q)
-
-
-@contextlib.contextmanager
-def _transaction(db: sqlite3.Connection) -> Iterator[None]:
-    """A write transaction: ``BEGIN IMMEDIATE`` takes the write lock at once (waiting up to
-    the busy timeout), so a read-then-write inside cannot be overtaken by another process."""
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
-    db.execute("COMMIT")
+        await self._file.close()
 
 
 # -- Redis ----------------------------------------------------------------------------------

@@ -220,14 +220,20 @@ async def test_catalog_update_swaps_prices_without_a_restart(
     cfg.write_text(yaml.safe_dump({"catalog": {"path": str(catalog_dir / "catalog.json")}}))
     cmd = [sys.executable, "-m", "fastgw", "catalog", "update", "--from", str(src)]
     env = {k: v for k, v in os.environ.items() if k != "FASTGW_CONFIG"}
-    run = await asyncio.to_thread(
-        subprocess.run,
-        [*cmd, "--config", str(cfg)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env=env,
-    )
+
+    async def update() -> subprocess.CompletedProcess[str]:
+        """``fastgw catalog update --from <src> --config <cfg>`` (the config file's path
+        alone: no FASTGW_CONFIG)."""
+        return await asyncio.to_thread(
+            subprocess.run,
+            [*cmd, "--config", str(cfg)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            env=env,
+        )
+
+    run = await update()
     assert run.returncode == 0, run.stderr
     deadline = time.monotonic() + 5
     while (await card())["input_cost_per_mtok"] != 7.0:
@@ -241,14 +247,7 @@ async def test_catalog_update_swaps_prices_without_a_restart(
     assert abs(usd - expected(data["usage"], prices)) < 1e-9
     # an invalid file is refused by the CLI and leaves the running catalog as it is
     src.write_text(json.dumps({"version": 1, "models": {"gpt-4o-mini": {"input": -1}}}))
-    run = await asyncio.to_thread(
-        subprocess.run,
-        [*cmd, "--config", str(cfg)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env=env,
-    )
+    run = await update()
     assert run.returncode != 0
     await asyncio.sleep(0.5)
     assert (await card())["input_cost_per_mtok"] == 7.0

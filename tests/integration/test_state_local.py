@@ -9,6 +9,7 @@ import importlib
 import multiprocessing as mp
 import os
 import signal
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,10 +40,38 @@ def _table(twin: str, path: str) -> Any:
     return importlib.import_module(twin).ShmTable(path, 1024)
 
 
-def _take_worker(twin: str, path: str, tries: int, go: Any, out: Any) -> None:
+def _state(twin: str, path: str) -> LocalState:
+    """The state over the table at ``path``, this process running the given twin."""
     state = LocalState(path, 1024)
     state.table.close()
-    state.table = _table(twin, path)  # this process runs the given twin
+    state.table = _table(twin, path)
+    return state
+
+
+def _run_workers(
+    worker: Callable[[str, str, int, Any, Any], None], path: str, tries: int, n: int = 4
+) -> list[Any]:
+    """What ``worker(twin, path, tries, go, out)`` puts in ``out`` in each of ``n`` processes
+    (the twins spread over them), all started at once (``go``)."""
+    twins = _twins()
+    go = CTX.Event()
+    out = CTX.Queue()
+    procs = [
+        CTX.Process(target=worker, args=(twins[i % len(twins)], path, tries, go, out))
+        for i in range(n)
+    ]
+    for p in procs:
+        p.start()
+    go.set()
+    got = [out.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(30)
+        assert p.exitcode == 0
+    return got
+
+
+def _take_worker(twin: str, path: str, tries: int, go: Any, out: Any) -> None:
+    state = _state(twin, path)
 
     async def run() -> int:
         n = 0
@@ -61,20 +90,7 @@ def _take_worker(twin: str, path: str, tries: int, go: Any, out: Any) -> None:
 
 def test_four_processes_admit_exactly_the_capacity(tmp_path: Path) -> None:
     path = str(tmp_path / "state.shm")
-    twins = _twins()
-    go = CTX.Event()
-    out = CTX.Queue()
-    procs = [
-        CTX.Process(target=_take_worker, args=(twins[i % len(twins)], path, 400, go, out))
-        for i in range(4)
-    ]
-    for p in procs:
-        p.start()
-    go.set()
-    got = [out.get(timeout=120) for _ in procs]
-    for p in procs:
-        p.join(30)
-        assert p.exitcode == 0
+    got = _run_workers(_take_worker, path, 400)
     assert sum(n >> 16 for n in got) == 1000  # 1600 tries on a bucket of 1000
     assert sum(n & 0xFFFF for n in got) == 300  # take_many: all or nothing
     state = LocalState(path, 1024)
@@ -85,9 +101,7 @@ def test_four_processes_admit_exactly_the_capacity(tmp_path: Path) -> None:
 
 
 def _charge_worker(twin: str, path: str, tries: int, go: Any, out: Any) -> None:
-    state = LocalState(path, 1024)
-    state.table.close()
-    state.table = _table(twin, path)
+    state = _state(twin, path)
     inf = float("inf")
     three = [Charge("b-key", 0.1, 1.0), Charge("b-team", 0.1, 5.0), Charge("b-tag", 0.1, inf)]
 
@@ -105,20 +119,7 @@ def _charge_worker(twin: str, path: str, tries: int, go: Any, out: Any) -> None:
 
 def test_processes_never_overspend_a_budget(tmp_path: Path) -> None:
     path = str(tmp_path / "state.shm")
-    twins = _twins()
-    go = CTX.Event()
-    out = CTX.Queue()
-    procs = [
-        CTX.Process(target=_charge_worker, args=(twins[i % len(twins)], path, 50, go, out))
-        for i in range(4)
-    ]
-    for p in procs:
-        p.start()
-    go.set()
-    got = [out.get(timeout=120) for _ in procs]
-    for p in procs:
-        p.join(30)
-        assert p.exitcode == 0
+    got = _run_workers(_charge_worker, path, 50)
     assert sum(got) == 10  # 0.1 against 1.0, 200 tries: exactly 10
     t = LocalState(path, 1024).table
     totals = t.charge_many([("b-key", 0.0, 9.0), ("b-team", 0.0, 9.0), ("b-tag", 0.0, 9.0)], 0.0)

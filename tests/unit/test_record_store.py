@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import stat
+import threading
 import uuid
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import msgspec
 import pytest
@@ -182,6 +185,80 @@ async def test_sqlite_shared_by_processes(tmp_path: os.PathLike[str]) -> None:
         assert await s.version() == 60
     finally:
         await s.close()
+
+
+def test_sqlite_write_of_a_cancelled_caller_is_still_made(tmp_path: os.PathLike[str]) -> None:
+    """A write whose caller is cancelled before a worker thread picks it up (an admin
+    request whose client went away, the executor busy) is made all the same, and ``close``
+    waits for it."""
+    path = os.path.join(tmp_path, "cancel.db")
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(ThreadPoolExecutor(max_workers=1))
+        s = SQLiteRecordStore(path)
+        gate = threading.Event()
+        busy = loop.run_in_executor(None, gate.wait)  # the one worker thread is taken
+        put = asyncio.ensure_future(s.put(record("late")))
+        await asyncio.sleep(0.05)  # the write waits in the executor's queue
+        put.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await put
+        gate.set()
+        await busy
+        await s.close()
+        again = SQLiteRecordStore(path)
+        try:
+            assert await again.get("late") is not None
+            assert await again.version() == 1
+        finally:
+            await again.close()
+
+    asyncio.run(scenario())
+
+
+def test_sqlite_waits_for_a_write_lock_held_while_it_switches_to_wal(
+    tmp_path: os.PathLike[str],
+) -> None:
+    """Switching a new file to WAL mode does not wait for another connection's lock (SQLite
+    calls no busy handler there): the store retries within its busy timeout."""
+    path = os.path.join(tmp_path, "locked.db")
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        holder.execute("BEGIN IMMEDIATE")  # another worker's write lock, file not yet WAL
+        release = threading.Timer(0.2, holder.execute, ("COMMIT",))
+        release.start()
+        s = SQLiteRecordStore(path, busy_timeout=5.0)
+        release.join()
+        asyncio.run(s.close())
+    finally:
+        holder.close()
+
+
+def test_sqlite_workers_opening_a_new_file_at_once(tmp_path: os.PathLike[str]) -> None:
+    """Workers starting together all open the same new file (no "database is locked"; the
+    race is rare, the test above pins the case it comes down to)."""
+    opened: list[SQLiteRecordStore] = []
+    errors: list[Exception] = []
+
+    def open_store(path: str, start: threading.Barrier) -> None:
+        start.wait()
+        try:
+            opened.append(SQLiteRecordStore(path))
+        except RecordStoreError as exc:
+            errors.append(exc)
+
+    for n in range(50):
+        path = os.path.join(tmp_path, f"race-{n}.db")
+        start = threading.Barrier(8)
+        threads = [threading.Thread(target=open_store, args=(path, start)) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    for s in opened:
+        asyncio.run(s.close())
+    assert errors == [] and len(opened) == 400
 
 
 async def test_closed_sqlite_store_raises_store_error(tmp_path: os.PathLike[str]) -> None:
