@@ -176,14 +176,14 @@ def main() -> None:
     base = statistics.median(results[next(iter(results))])
     base_cpu = statistics.median(cpu_us[next(iter(cpu_us))])
     rows = []
-    for name, rps in results.items():
-        med = statistics.median(rps)
+    for name, runs in results.items():
+        med = statistics.median(runs)
         cpu = statistics.median(cpu_us[name])
         rows.append(
             {
                 "variant": name,
                 "rps_median": med,
-                "rps": rps,
+                "rps": runs,
                 "vs_first": med / base,
                 "cpu_us_median": cpu,
                 "cpu_us": cpu_us[name],
@@ -192,7 +192,7 @@ def main() -> None:
         )
         print(
             f"{name:20s} {med:9,.0f} req/s ({med / base:6.1%})  {cpu:6.1f} µs CPU/request"
-            f" ({cpu / base_cpu:6.1%})  {[round(x) for x in rps]}"
+            f" ({cpu / base_cpu:6.1%})  {[round(x) for x in runs]}"
             f" {[round(x, 1) for x in cpu_us[name]]}"
         )
     if args.json:

@@ -1239,8 +1239,9 @@ class Gateway:
                 err.headers.extend(res.headers)
             raise
         finally:
-            if bill is not None:  # a stream cut short is billed what it delivered
-                bill.settle(bill.stream_usage(), cut=True)
+            if bill is not None:
+                if not bill.done:  # a stream cut short is billed what it delivered
+                    bill.settle(bill.stream_usage(), cut=True)
                 if budgets is not None:
                     bill.journal(budgets.ledger, principal, route.name)
             if res is not None:  # nothing answered: the reservation is given back

@@ -90,6 +90,9 @@ class Meter:
         #: model name → its catalog entry (None: unknown), for the current catalog
         self._entries: dict[str, ModelEntry | None] = {}
         self._swaps = self.holder.swaps
+        #: Bodies up to this many bytes fit every context window of the catalog (no estimate
+        #: is needed to know it).
+        self.always_fits = self._always_fits()
         self._task: asyncio.Task[None] | None = None
         #: Since start: USD billed, requests billed, of which unpriced and estimated.
         self.cost_usd = 0.0
@@ -109,11 +112,17 @@ class Meter:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
+    def _always_fits(self) -> int:
+        windows = [e.context_window for e in self.holder.current.entries.values()]
+        smallest = min(windows, default=0)
+        return int(smallest / (OVERFLOW_FACTOR * (1.0 - ESTIMATE_BOUND)))
+
     def entry(self, model: str) -> ModelEntry | None:
         """The catalog entry of an upstream model name (aliases and prefixes resolved)."""
         if self.holder.swaps != self._swaps:  # a new catalog: forget what was looked up
             self._entries = {}
             self._swaps = self.holder.swaps
+            self.always_fits = self._always_fits()
         try:
             return self._entries[model]
         except KeyError:
@@ -126,6 +135,8 @@ class Meter:
         """Whether a body of ``body_bytes`` could hold a prompt over some target's context
         window (so the prompt must be estimated): the estimate is at most
         ``OVERFLOW_FACTOR × body_bytes`` (3 tokens per JSON object, ``{}``, is the densest)."""
+        if body_bytes <= self.always_fits and self.holder.swaps == self._swaps:
+            return False  # fits the smallest window the catalog knows
         tokens = OVERFLOW_FACTOR * body_bytes * (1.0 - ESTIMATE_BOUND)
         for t in targets:
             e = self.entry(t.model or default_model)
