@@ -142,6 +142,9 @@ class _Translated:
         return self._tr.usage
 
 
+_NO_USAGE = (0, 0, 0, 0)
+
+
 class _Bill:
     """The cost of one answer, settled once: from the provider's usage, else estimated from
     the prompt and the text the client was sent (``Meter``)."""
@@ -219,23 +222,40 @@ class _Bill:
         self.usd = self.meter.bill(self.target, self.default_model, usage)
         return self.usd
 
-    def journal(self, ledger: Ledger, principal: Principal | None, model: str) -> None:
-        """The settled answer into the spend ledger (``model``: the public name served)."""
-        usage = self.usage or (0, 0, 0, 0)
-        t = self.target
-        ledger.add(
-            time.time(),
-            principal.name if principal is not None else None,
-            principal.team if principal is not None else None,
-            principal.tag_list if principal is not None else (),
-            model,
-            t.label_for(self.default_model),
-            usage[0],
-            usage[1],
-            usage[3],
-            self.usd or 0.0,
-            self.estimated,
-        )
+    def journal(
+        self, ledger: Ledger, sinks: dict[Any, Any], principal: Principal | None, model: str
+    ) -> None:
+        """The settled answer into the spend ledger (``model``: the public name served):
+        added to the queued sums of its row and tags, which ``sinks`` keeps per caller,
+        target and model for the current minute and ledger batch."""
+        minute = int(time.time() // 60)
+        ck = (principal, self.target, model, self.default_model)
+        hit = sinks.get(ck)
+        if hit is None or hit[0] != minute or hit[1] != ledger.generation:
+            if len(sinks) > 4096:
+                sinks.clear()
+            got = ledger.sinks(
+                minute,
+                principal.name if principal is not None else None,
+                principal.team if principal is not None else None,
+                principal.tag_list if principal is not None else (),
+                model,
+                self.target.label_for(self.default_model),
+            )
+            if got is None:  # the ledger's queue is full (counted there)
+                return
+            hit = sinks[ck] = (minute, ledger.generation, got)
+        prompt, completion, _, cached = self.usage or _NO_USAGE
+        estimated = 1.0 if self.estimated else 0.0
+        usd = self.usd or 0.0
+        for s in hit[2]:
+            s[0] += 1.0
+            s[1] += estimated
+            s[2] += prompt
+            s[3] += completion
+            s[4] += cached
+            s[5] += usd
+        ledger.recorded += 1
 
     def relayed(self, data: bytes) -> None:
         """Stream bytes went to the client: count their text (and read a Responses API
@@ -503,6 +523,8 @@ class Gateway:
         self.meter = Meter(cfg)
         #: Spend (journaled to the ledger) and budgets (docs/budgets.md); opened at start-up.
         self.budgets: Budgets | None = None
+        #: The ledger sums each (caller, target, model) adds to this minute (see _Bill.journal).
+        self._sinks: dict[Any, Any] = {}
         #: The admin API and the run-time keys it manages (started with the worker).
         self.admin: AdminAPI | None = None
         self.key_store: RecordStore | None = None
@@ -1243,7 +1265,7 @@ class Gateway:
                 if not bill.done:  # a stream cut short is billed what it delivered
                     bill.settle(bill.stream_usage(), cut=True)
                 if budgets is not None:
-                    bill.journal(budgets.ledger, principal, route.name)
+                    bill.journal(budgets.ledger, self._sinks, principal, route.name)
             if res is not None:  # nothing answered: the reservation is given back
                 res.settle_nowait(bill.usd or 0.0 if bill is not None else 0.0)
             if grant is not None:

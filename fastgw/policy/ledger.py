@@ -177,6 +177,9 @@ class Ledger:
         self.max_pending = max_pending
         self._pending: dict[_RowKey, _Sums] = {}
         self._pending_tags: dict[_TagKey, _Sums] = {}
+        #: Bumped each time the queue is taken for a write: the lists ``sinks`` handed out
+        #: before then must not be added to any more.
+        self.generation = 0
         self._tags_text: dict[tuple[str, ...], str] = {}
         self._flush_lock: asyncio.Lock | None = None
         self._task: asyncio.Task[None] | None = None
@@ -266,6 +269,36 @@ class Ledger:
             for tag in set(tags):
                 self._add(self._pending_tags, (tag, minute), values)
 
+    def sinks(
+        self,
+        minute: int,
+        key: str | None,
+        team: str | None,
+        tags: tuple[str, ...],
+        model: str,
+        target: str,
+    ) -> list[_Sums] | None:
+        """The queued sums a request of this minute and row adds to (its row, then each of
+        its tags'), for a caller that keeps them while ``generation`` is unchanged and adds
+        ``[1, estimated, prompt, completion, cached, cost]`` to each; None when the queue is
+        full (the request is dropped, counted)."""
+        text = self._tags_text.get(tags)
+        if text is None:
+            text = _json.encode(sorted(tags)).decode()
+            if len(self._tags_text) > 4096:
+                self._tags_text.clear()
+            self._tags_text[tags] = text
+        zero = (0.0,) * 6
+        out: list[_Sums] = []
+        row = (minute, key or "", team or "", text, model, target)
+        if not self._add(self._pending, row, zero):
+            return None
+        out.append(self._pending[row])
+        for tag in sorted(set(tags)):
+            if self._add(self._pending_tags, (tag, minute), zero):
+                out.append(self._pending_tags[tag, minute])
+        return out
+
     def _add(self, into: dict[Any, _Sums], key: Any, values: tuple[float, ...]) -> bool:
         sums = into.get(key)
         if sums is None:
@@ -301,6 +334,7 @@ class Ledger:
             if not rows and not tags:
                 return 0
             self._pending, self._pending_tags = {}, {}
+            self.generation += 1  # the sums lists handed out by ``sinks`` are the batch's now
             # the write and its bookkeeping are a task of their own, shielded from the
             # caller's cancellation
             return await self._file.detach(self._commit(rows, tags))

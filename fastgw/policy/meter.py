@@ -66,6 +66,8 @@ STREAM_TEXT_FIELDS = (
 #: The most tokens the estimator gives per byte of a JSON body (``{}``: 3 tokens, 2 bytes).
 OVERFLOW_FACTOR = 2
 
+_PER_MILLION = 1_000_000.0
+
 #: The output tokens a reservation assumes when neither the request nor the catalog says.
 DEFAULT_MAX_OUTPUT = 4096
 
@@ -89,6 +91,9 @@ class Meter:
         self.holder = CatalogHolder(self.watcher.initial())
         #: model name → its catalog entry (None: unknown), for the current catalog
         self._entries: dict[str, ModelEntry | None] = {}
+        #: model name → per-token prices (input, cached input, output; the entry when it has
+        #: a long-context tier), for the current catalog
+        self._prices: dict[str, tuple[float, float, float, ModelEntry | None] | None] = {}
         self._swaps = self.holder.swaps
         #: Bodies up to this many bytes fit every context window of the catalog (no estimate
         #: is needed to know it).
@@ -121,6 +126,7 @@ class Meter:
         """The catalog entry of an upstream model name (aliases and prefixes resolved)."""
         if self.holder.swaps != self._swaps:  # a new catalog: forget what was looked up
             self._entries = {}
+            self._prices = {}
             self._swaps = self.holder.swaps
             self.always_fits = self._always_fits()
         try:
@@ -185,16 +191,44 @@ class Meter:
         return worst
 
     def bill(self, target: Target, default_model: str, usage: Usage) -> float | None:
-        """The USD cost of ``usage`` on ``target``; None when its model has no price."""
+        """The USD cost of ``usage`` on ``target``; None when its model has no price. The
+        same arithmetic as ``catalog.cost`` (prices per token divided out once per entry,
+        bit for bit the same floats)."""
         self.requests += 1
-        e = self.entry(target.model or default_model)
-        if e is None:
+        name = target.model or default_model
+        if self.holder.swaps != self._swaps:
+            self.entry(name)  # a new catalog: what was remembered goes
+        try:
+            prices = self._prices[name]
+        except KeyError:
+            prices = self._price(name)
+        if prices is None:
             self.unpriced += 1
             return None
         prompt, completion, _, cached = usage
-        usd = cost(e, prompt, completion, min(cached, prompt))
+        if cached > prompt:
+            cached = prompt
+        pin, pcached, pout, e = prices
+        if e is not None:  # a long-context tier: the catalog's own function decides
+            usd = cost(e, prompt, completion, cached)
+        else:
+            usd = pin * (prompt - cached) + pcached * cached + pout * completion
         self.cost_usd += usd
         return usd
+
+    def _price(self, name: str) -> tuple[float, float, float, ModelEntry | None] | None:
+        """Per-token prices of model ``name`` (remembered for the current catalog)."""
+        e = self.entry(name)  # drops the remembered prices when the catalog changed
+        if e is None:
+            prices = None
+        else:
+            cached = e.cached_input if e.cached_input is not None else e.input
+            tier = e if e.long_context is not None else None
+            prices = (e.input / _PER_MILLION, cached / _PER_MILLION, e.output / _PER_MILLION, tier)
+        if len(self._prices) > 4096:
+            self._prices = {}
+        self._prices[name] = prices
+        return prices
 
     def metrics(self) -> dict[str, float]:
         return {

@@ -7,13 +7,15 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fastgw.api.errors import GatewayError
+from fastgw.catalog import cost
 from fastgw.config import validate
 from fastgw.policy.meter import (
     ESTIMATE_BOUND,
@@ -25,7 +27,7 @@ from fastgw.policy.meter import (
     responses_usage,
 )
 from fastgw.providers.anthropic import MessagesUsage, message_usage
-from fastgw.routing.router import Router
+from fastgw.routing.router import Router, Target
 
 
 def meter_and_router(tmp_path: Path) -> tuple[Meter, Router]:
@@ -176,3 +178,21 @@ def test_anthropic_messages_usage() -> None:
 def test_the_estimate_never_exceeds_the_overflow_factor(doc: object, ascii_only: bool) -> None:
     raw = json.dumps(doc, ensure_ascii=ascii_only, separators=(",", ":")).encode()
     assert estimate_prompt(raw) <= max(1, OVERFLOW_FACTOR * len(raw))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.integers(0, 10**7),
+    st.integers(0, 10**6),
+    st.integers(0, 10**7),
+    st.sampled_from(["small-model", "big-model", "gpt-4o", "gemini-2.5-pro"]),
+)
+def test_bill_is_the_catalogs_cost_bit_for_bit(
+    tmp_path_factory: pytest.TempPathFactory, prompt: int, completion: int, cached: int, model: str
+) -> None:
+    meter, _ = meter_and_router(tmp_path_factory.mktemp("m"))
+    entry = meter.entry(model)
+    assert entry is not None
+    target = cast(Target, SimpleNamespace(model=model))  # bill reads the upstream model only
+    billed = meter.bill(target, "any", (prompt, completion, prompt + completion, cached))
+    assert billed == cost(entry, prompt, completion, min(cached, prompt))
