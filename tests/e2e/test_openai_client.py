@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import openai
 import pytest
@@ -116,3 +117,33 @@ def test_mid_stream_drop_raises_in_sdk(gateway: Proc) -> None:
             got.append(ch)
     assert got  # the chunks before the drop arrived
     assert "closed the connection" in str(e.value)
+
+
+def test_cost_header_and_budget_refusal_through_the_sdk(mock: Proc, tmp_path: Path) -> None:
+    key = "sk-fastgw-e2e-budget-000000001"
+    gw = start_gateway(
+        {
+            "providers": {"mock": {"kind": "openai", "base_url": f"{mock.url}/v1"}},
+            "models": {"priced": {"targets": [{"provider": "mock", "model": "gpt-4o-mini"}]}},
+            "catalog": {"path": str(tmp_path / "catalog.json")},
+            "budgets": {"ledger": str(tmp_path / "ledger.sqlite")},
+            "state": {"backend": "memory"},
+            # $0.00001: a few small requests, then the budget is spent
+            "keys": [{"name": "e2e", "key": key, "budget": {"usd": 0.00001, "period": "daily"}}],
+        }
+    )
+    try:
+        c = openai.OpenAI(base_url=f"{gw.url}/v1", api_key=key, max_retries=0)
+        raw = c.chat.completions.with_raw_response.create(
+            model="priced", messages=MSG, max_tokens=5
+        )
+        usage = raw.parse().usage
+        assert usage is not None
+        usd = float(raw.headers["x-fastgw-cost-usd"])
+        assert abs(usd - (0.15 * usage.prompt_tokens + 0.6 * usage.completion_tokens) / 1e6) < 1e-9
+        with pytest.raises(openai.RateLimitError) as e:  # sooner or later: over the budget
+            for _ in range(20):
+                c.chat.completions.create(model="priced", messages=MSG, max_tokens=5)
+        assert e.value.code == "budget_exceeded"
+    finally:
+        gw.stop()
