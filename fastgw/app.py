@@ -1388,7 +1388,7 @@ class Gateway:
         client = self._client()
         stream = mreq.stream
         data = _passthrough_request(
-            headers, mreq.raw, target, default_model, rid, "/messages", stream, byok
+            headers, mreq.raw, target, default_model, rid, "/messages", stream, byok, mreq.model
         )
         try:
             resp = await client.request(target.wire.origin, data, timeouts, stream)
@@ -1524,10 +1524,13 @@ def _passthrough_request(
     path: str,
     stream: bool = False,
     byok: str | None = None,
+    client_model: str | None = None,
 ) -> bytes:
     """The wire bytes of a Messages API request to an Anthropic target: the client's body
-    (model renamed when the target names one) and its ``anthropic-beta`` header."""
-    if target.model is not None:
+    (model renamed when the target names one, or when the route serves another model than
+    the client's ``client_model`` names: a pattern route's stripped name, a budget's
+    fallback) and its ``anthropic-beta`` header."""
+    if target.model is not None or (client_model is not None and default_model != client_model):
         fields = _raw_fields(raw)
         if fields is not None:
             fields["model"] = msgspec.Raw(_encoder.encode(target.model or default_model))

@@ -173,6 +173,7 @@ def gateway_config(mock: Proc) -> dict[str, Any]:
                 ]
             },
             "mock/*": {"targets": [{"provider": "mock"}]},
+            "claude/*": {"targets": [{"provider": "claude"}]},
             "impatient": {"targets": [{"provider": "impatient", "model": "m"}]},
             "hasty": {"targets": [{"provider": "hasty", "model": "m"}]},
             "dead": {"targets": [{"provider": "dead", "model": "m"}]},

@@ -105,3 +105,17 @@ async def test_loadbalance_follows_the_weights(http: aiohttp.ClientSession, gate
     assert heavy + models.count("light") == n
     # weights 3:1 → expect 180; binomial sd ≈ 6.7: ±5 sd
     assert 146 <= heavy <= 214, json.dumps({"heavy": heavy, "light": n - heavy})
+
+
+async def test_messages_api_pattern_route_sends_the_stripped_name(
+    http: aiohttp.ClientSession, gateway: Proc, mock: Proc
+) -> None:
+    start = await log_size(http, mock)
+    msg = {
+        "model": "claude/claude-haiku-4-5",
+        "max_tokens": 20,
+        "messages": [{"role": "user", "content": "route me"}],
+    }
+    async with http.post(f"{gateway.url}/v1/messages", json=msg) as r:
+        assert r.status == 200, await r.text()
+    assert await upstream_models(http, mock, start) == ["claude-haiku-4-5"]
