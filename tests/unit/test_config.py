@@ -160,3 +160,10 @@ def test_unknown_provider_kind_is_reported_with_the_rest() -> None:
         x.startswith("providers.p.kind: unknown kind 'opnai' (did you mean 'openai'?)")
         for x in e.value.errors
     )
+
+
+def test_the_complete_example_is_valid() -> None:
+    example = Path(__file__).resolve().parents[2] / "examples" / "gateway.yaml"
+    cfg = load_config(example, env={"OPENAI_API_KEY": "sk-x", "ANTHROPIC_API_KEY": "sk-y"})
+    assert cfg.keys[0].budget is not None and cfg.keys[0].budget.fallback_model == "llama"
+    assert "batch-jobs" in cfg.budgets.tags and cfg.catalog.models
