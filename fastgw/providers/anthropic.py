@@ -357,6 +357,19 @@ def _usage(input_tokens: int, output: int, created: int, read: int) -> Usage:
     return (prompt, output, prompt + output, read)
 
 
+def _merge_usage(
+    counts: tuple[int, int, int], output: int, u: _AUsage
+) -> tuple[tuple[int, int, int], int]:
+    """A stream's (input, cache creation, cache read) and output counts updated by an
+    event's cumulative ``usage``: the counts it gives replace, the ones it leaves out stay."""
+    i, c, r = counts
+    return (
+        i if u.input_tokens is None else u.input_tokens,
+        c if u.cache_creation_input_tokens is None else u.cache_creation_input_tokens,
+        r if u.cache_read_input_tokens is None else u.cache_read_input_tokens,
+    ), (output if u.output_tokens is None else u.output_tokens)
+
+
 def _usage_of(u: _AUsage) -> Usage:
     return _usage(
         u.input_tokens or 0,
@@ -490,14 +503,7 @@ class AnthropicStream(ChoiceChunks):
         if kind == "message_delta":
             du = ev.usage
             if du is not None:  # cumulative counts; input counts only in newer API versions
-                i, c, r = self._input
-                self._input = (
-                    i if du.input_tokens is None else du.input_tokens,
-                    c if du.cache_creation_input_tokens is None else du.cache_creation_input_tokens,
-                    r if du.cache_read_input_tokens is None else du.cache_read_input_tokens,
-                )
-                if du.output_tokens is not None:
-                    self._output = du.output_tokens
+                self._input, self._output = _merge_usage(self._input, self._output, du)
                 self._set_usage()
             stop = ev.delta.stop_reason if ev.delta is not None else None
             return self._chunk(b"{}", _finish_reason(stop))
@@ -564,14 +570,7 @@ class MessagesUsage:
         u = view.usage if view.message is None else view.message.usage
         if u is None:
             return
-        i, c, r = self._input
-        self._input = (
-            i if u.input_tokens is None else u.input_tokens,
-            c if u.cache_creation_input_tokens is None else u.cache_creation_input_tokens,
-            r if u.cache_read_input_tokens is None else u.cache_read_input_tokens,
-        )
-        if u.output_tokens is not None:
-            self._output = u.output_tokens
+        self._input, self._output = _merge_usage(self._input, self._output, u)
         i, c, r = self._input
         self.usage = _usage(i, self._output, c, r)
 
