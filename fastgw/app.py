@@ -22,6 +22,7 @@ import msgspec
 
 from . import __version__
 from ._core import sse
+from ._core.tokens import estimate_json_fields
 from .admin import AdminAPI
 from .api import anthropic as anthropic_api
 from .api.errors import GatewayError, bad_request, not_found
@@ -141,8 +142,15 @@ class _Translated:
     def usage(self) -> tuple[int, int, int, int] | None:
         return self._tr.usage
 
+    @property
+    def usage_final(self) -> bool:
+        """The usage is the stream's final count (not one given at its start only)."""
+        return bool(getattr(self._tr, "final", True))
+
 
 _NO_USAGE = (0, 0, 0, 0)
+#: The members of Responses API stream events that carry the text the client is sent.
+_RESPONSES_TEXT = (b"delta",)
 
 
 class _Bill:
@@ -260,17 +268,23 @@ class _Bill:
     def relayed(self, data: bytes) -> None:
         """Stream bytes went to the client: count their text (and read a Responses API
         stream's usage, which the relay does not know)."""
-        self.sent.delivered += count_delivered(data)
-        if self.responses and b'"usage"' in data:
-            self.reported = responses_stream_usage(data) or self.reported
+        if self.responses:  # text comes in "delta" strings; *.done events repeat it
+            self.sent.delivered += estimate_json_fields(data, _RESPONSES_TEXT)
+            if b'"usage"' in data:
+                self.reported = responses_stream_usage(data) or self.reported
+        else:
+            self.sent.delivered += count_delivered(data)
 
     def stream_usage(self) -> Usage | None:
         """The usage a stream reported so far."""
         return self.reported or getattr(self.sent.relay, "usage", None)
 
     def trailer(self) -> bytes:
-        """The end of a stream that ended normally: its cost as an SSE comment."""
-        usd = self.settle(self.stream_usage())
+        """The end of a stream that ended normally: its cost as an SSE comment. A stream
+        whose final counts never came (Anthropic's ``message_delta``: an error event, or
+        a body that just ended) is completed with the text delivered, as a cut one."""
+        final = getattr(self.sent.relay, "usage_final", True)
+        usd = self.settle(self.stream_usage(), cut=not final)
         return b"" if usd is None else b": x-fastgw-cost-usd=%s\n\n" % format_usd(usd)
 
 
@@ -308,6 +322,10 @@ class _MessagesRelay:
     @property
     def usage(self) -> tuple[int, int, int, int] | None:
         return self._usage.usage
+
+    @property
+    def usage_final(self) -> bool:
+        return self._usage.final
 
 
 def _raw_fields(raw: bytes) -> dict[str, msgspec.Raw] | None:
@@ -1082,9 +1100,10 @@ class Gateway:
         res: Reservation | None = None
         if budgeted:
             assert budgets is not None and principal is not None
-            res, route, default_model, targets = await self._reserve_budget(
+            res, route, default_model, targets, model = await self._reserve_budget(
                 budgets,
                 principal,
+                model,
                 route,
                 default_model,
                 targets,
@@ -1261,11 +1280,12 @@ class Gateway:
                 err.headers.extend(res.headers)
             raise
         finally:
+            watcher.stop()  # answered (or gone): a disconnect now must not cut what follows
             if bill is not None:
                 if not bill.done:  # a stream cut short is billed what it delivered
                     bill.settle(bill.stream_usage(), cut=True)
                 if budgets is not None:
-                    bill.journal(budgets.ledger, self._sinks, principal, route.name)
+                    bill.journal(budgets.ledger, self._sinks, principal, model)
             if res is not None:  # nothing answered: the reservation is given back
                 res.settle_nowait(bill.usd or 0.0 if bill is not None else 0.0)
             if grant is not None:
@@ -1279,6 +1299,7 @@ class Gateway:
         self,
         budgets: Budgets,
         principal: Principal,
+        model: str,
         route: Route,
         default_model: str,
         targets: list[Target],
@@ -1286,21 +1307,21 @@ class Gateway:
         estimate: int,
         max_tokens: int | None,
         endpoint: str,
-    ) -> tuple[Reservation | None, Route, str, list[Target]]:
+    ) -> tuple[Reservation | None, Route, str, list[Target], str]:
         """Reserve the request's most expensive outcome on its budgets (docs/budgets.md).
         Over a budget that falls back: the same for its fallback model, whose route then
         serves the request (the key's rules apply to it too)."""
         usd = self.meter.max_cost(targets, default_model, estimate, max_tokens)
-        res = await budgets.reserve(principal, route.name, usd)
+        res = await budgets.reserve(principal, model, usd)
         if res is None or res.fallback is None:
-            return res, route, default_model, targets
+            return res, route, default_model, targets, model
         fallback = res.fallback
         principal.check(fallback, endpoint, max_tokens)
         route, default_model = self._resolve(fallback)
         targets = self.meter.fitting(_eligible(route, facts, principal), default_model, estimate)
         usd = self.meter.max_cost(targets, default_model, estimate, max_tokens)
         res = await budgets.reserve(principal, fallback, usd, rerouted=res)
-        return res, route, default_model, targets
+        return res, route, default_model, targets, fallback
 
     async def _attempt(
         self,

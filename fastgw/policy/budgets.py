@@ -475,7 +475,9 @@ class Budgets:
             headers = self._headers(plan, totals, max_cost, now)
             if rerouted is not None:
                 headers = rerouted.headers + headers
-            charged = [(s, s.counter, s.period.ttl) for s, _ in plan]
+            # the counters charged (not ``s.counter`` now: another request may have rolled a
+            # budget into its next period while this one waited for the state)
+            charged = [(s, c.key, s.period.ttl) for (s, _), c in zip(plan, charges, strict=True)]
             return Reservation(self, charged, max_cost, headers)
         # the budgets this request does not fit (each charge alone); a budget that rejects
         # wins over one that falls back

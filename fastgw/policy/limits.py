@@ -181,17 +181,25 @@ class Grant:
         self.tokens = []
 
     async def release(self) -> None:
-        """Free the concurrency slots (a lost release expires with the backend's lease)."""
+        """Free the concurrency slots, all at once and to the end even when the caller is
+        cancelled (the client left): a slot left held would stay held (its lease is
+        refreshed). A release the backend cannot take expires with its lease."""
         slots, self.slots = self.slots, []
-        for key in slots:
-            with contextlib.suppress(StateUnavailable):
-                await self.state.release(key)
+        if slots:
+            await asyncio.shield(asyncio.ensure_future(_release_all(self.state, slots)))
 
     async def finish(self) -> None:
         """``settle`` and ``release``. Safe to call twice."""
         self.settle()
         if self.slots:
             await self.release()
+
+
+async def _release_all(state: State, slots: list[str]) -> None:
+    results = await asyncio.gather(*(state.release(k) for k in slots), return_exceptions=True)
+    for r in results:
+        if isinstance(r, BaseException) and not isinstance(r, StateUnavailable):
+            raise r
 
 
 class Limiter:

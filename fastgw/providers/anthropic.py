@@ -423,7 +423,7 @@ _event_decoder = msgspec.json.Decoder(_SEvent)
 class AnthropicStream(ChoiceChunks):
     """One streamed Anthropic response → OpenAI ``chat.completion.chunk`` events."""
 
-    __slots__ = ("_error", "_input", "_output", "_provider", "_tools", "usage")
+    __slots__ = ("_error", "_input", "_output", "_provider", "_tools", "final", "usage")
 
     def __init__(
         self, provider: AnthropicProvider, upstream_model: str, client_usage: bool
@@ -436,6 +436,8 @@ class AnthropicStream(ChoiceChunks):
         self._output = 0
         self._error = False
         self.usage: Usage | None = None
+        #: A ``message_delta`` gave the final counts (``message_start``'s are provisional).
+        self.final = False
         self._frame("chatcmpl-anthropic", upstream_model)
 
     def _set_usage(self) -> None:
@@ -505,6 +507,7 @@ class AnthropicStream(ChoiceChunks):
             if du is not None:  # cumulative counts; input counts only in newer API versions
                 self._input, self._output = _merge_usage(self._input, self._output, du)
                 self._set_usage()
+                self.final = True
             stop = ev.delta.stop_reason if ev.delta is not None else None
             return self._chunk(b"{}", _finish_reason(stop))
         if kind == "error":
@@ -553,12 +556,14 @@ class MessagesUsage:
     carries the input counts, each ``message_delta`` the cumulative output (and, in newer
     API versions, input) counts. Only events that mention ``"usage"`` are decoded."""
 
-    __slots__ = ("_input", "_output", "usage")
+    __slots__ = ("_input", "_output", "final", "usage")
 
     def __init__(self) -> None:
         self._input = (0, 0, 0)  # input, cache creation, cache read tokens
         self._output = 0
         self.usage: Usage | None = None
+        #: A ``message_delta`` gave the final counts (``message_start``'s are provisional).
+        self.final = False
 
     def event(self, data: bytes) -> None:
         if b'"usage"' not in data:
@@ -573,6 +578,8 @@ class MessagesUsage:
         self._input, self._output = _merge_usage(self._input, self._output, u)
         i, c, r = self._input
         self.usage = _usage(i, self._output, c, r)
+        if view.type == "message_delta":
+            self.final = True
 
 
 # -- errors -----------------------------------------------------------------------------------

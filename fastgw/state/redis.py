@@ -114,6 +114,9 @@ _UNAVAILABLE_REPLIES = (
     "CLUSTERDOWN",
     "NOREPLICAS",
     "MISCONF",
+    "NOAUTH",
+    "WRONGPASS",
+    "NOPERM",
 )
 
 

@@ -233,10 +233,10 @@ class RespClient:
             )
             for cmd in ep.hello():
                 reply = await conn.send(hiredis.pack_command(cmd))
-                if isinstance(reply, RespError):
+                if isinstance(reply, RespError):  # bad credentials or db: Redis is unusable
                     assert conn.transport is not None
                     conn.transport.close()
-                    raise reply
+                    raise ConnectionError(f"redis refused {cmd[0]}: {reply}")
         return conn
 
     async def close(self) -> None:

@@ -129,3 +129,54 @@ async def test_redis_state_is_visible(http: aiohttp.ClientSession, redis_gws: li
     async with http.get(f"{redis_gws[0].url}/readyz") as r:
         state = (await r.json())["state"]
     assert state["reachable"] is True and state["on_error"] == "open"
+
+
+@pytest.mark.skipif(not redis_up(), reason="no Redis on 127.0.0.1:6379")
+async def test_slots_of_every_scope_come_back_when_clients_leave_after_the_answer(
+    mock: Proc,
+) -> None:
+    """A request in a key's and a team's concurrency limits holds a slot of each; clients
+    that close their connection as soon as the stream ends must not leave a slot held (the
+    disconnect reaches the gateway while it gives the slots back)."""
+    import redis.asyncio as aioredis
+
+    prefix = f"fastgw-leak-{uuid.uuid4().hex[:8]}:"
+    key = "sk-fastgw-shared-leak-0000001"
+    cfg = {
+        "state": {"backend": "redis", "prefix": prefix},
+        "providers": {"mock": {"kind": "openai", "base_url": f"{mock.url}/v1", "api_key": SECRET}},
+        "models": {"m": {"targets": [{"provider": "mock", "model": "m"}]}},
+        "teams": {"t": {"limits": {"concurrency": 50}}},
+        "keys": [{"name": "a", "key": key, "team": "t", "limits": {"concurrency": 20}}],
+    }
+    gw = await asyncio.to_thread(start_gateway, cfg)
+    r = aioredis.Redis.from_url("redis://127.0.0.1:6379/0")
+    body = (
+        b'{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}],'
+        b'"mock":{"chunks":3,"interval_ms":5}}'
+    )
+    try:
+        for _ in range(20):
+            reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+            writer.write(
+                b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                + key.encode()
+                + b"\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+                + body
+            )
+            got = b""
+            while b"0\r\n\r\n" not in got:
+                chunk = await reader.read(65536)
+                if not chunk:
+                    break
+                got += chunk
+            writer.close()  # gone the moment the stream ended
+        await asyncio.sleep(0.5)
+        assert await r.zcard(f"{prefix}s:conc:key:a") == 0
+        assert await r.zcard(f"{prefix}s:conc:team:t") == 0
+    finally:
+        await asyncio.to_thread(gw.stop)
+        keys = [k async for k in r.scan_iter(match=f"{prefix}*")]
+        if keys:
+            await r.delete(*keys)
+        await r.aclose()

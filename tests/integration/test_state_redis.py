@@ -526,3 +526,15 @@ async def test_admission_fails_open_to_the_fallback(hosts: Hosts) -> None:
     await s.release("c")
     assert await s.admit_prepared(h, [1.0]) == (1, [0.0])
     assert s.fallback_calls >= 3
+
+
+async def test_refused_credentials_follow_on_error(hosts: Hosts) -> None:
+    """Redis refusing the login (here: a password where it needs none) is Redis being
+    unusable: the fallback answers (open) or StateUnavailable (closed), never a raw error."""
+    url = "redis://:not-the-password@127.0.0.1:6379/0"
+    s = hosts(url=url, on_error="open", timeout=0.5)
+    assert (await take(s, "auth", 1, Limit(3, 0.0))).remaining == 2.0  # the fallback's bucket
+    assert s.health()["reachable"] is False and s.errors >= 1
+    c = hosts(url=url, on_error="closed", timeout=0.5)
+    with pytest.raises(StateUnavailable):
+        await take(c, "auth", 1, Limit(3, 0.0))

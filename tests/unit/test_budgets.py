@@ -26,7 +26,7 @@ from fastgw.policy.budgets import Budgets, Period, Reservation, counter_key, win
 from fastgw.policy.keys import Principal
 from fastgw.policy.ledger import Ledger, SpendEvent
 from fastgw.policy.store import BudgetRecord, now_iso
-from fastgw.state import State, StateUnavailable
+from fastgw.state import Charge, Spent, State, StateUnavailable
 from fastgw.state.memory import MemoryState
 from tests.servers import redis_up
 
@@ -653,3 +653,30 @@ async def test_metrics_and_prometheus(ledger: Ledger) -> None:
     text = b.prometheus()
     assert "fastgw_budget_reservations_total 1\n" in text
     assert "# TYPE fastgw_budget_ledger_pending gauge\n" in text
+
+
+class _SlowState(MemoryState):
+    """``charge_many`` yields, as a Redis round trip does."""
+
+    async def charge_many(self, charges: list[Charge], *, ttl: float | None = None) -> list[Spent]:
+        await asyncio.sleep(0.01)
+        return await super().charge_many(charges, ttl=ttl)
+
+
+async def test_a_reservation_across_midnight_settles_on_the_counter_it_charged(
+    ledger: Ledger,
+) -> None:
+    cfg = config(key_budget={"usd": 10, "period": "daily"})
+    b, clock = make(cfg, ledger, _SlowState(), at="2026-11-23T23:59:59.9")
+    p = principal(cfg)
+    first = asyncio.ensure_future(b.reserve(p, "smart", 1.0))  # charges 11-23
+    await asyncio.sleep(0)
+    clock.now += 0.2  # midnight passes while it waits for the state
+    second = asyncio.ensure_future(b.reserve(p, "smart", 1.0))  # rolls the budget to 11-24
+    r1, r2 = await asyncio.gather(first, second)
+    assert r1 is not None and r2 is not None
+    r1.settle_nowait(0.1)
+    r2.settle_nowait(0.1)
+    await b.flush()
+    assert await total(b, "budget:key:alice:2026-11-23") == pytest.approx(0.1)
+    assert await total(b, "budget:key:alice:2026-11-24") == pytest.approx(0.1)

@@ -196,3 +196,36 @@ def test_bill_is_the_catalogs_cost_bit_for_bit(
     target = cast(Target, SimpleNamespace(model=model))  # bill reads the upstream model only
     billed = meter.bill(target, "any", (prompt, completion, prompt + completion, cached))
     assert billed == cost(entry, prompt, completion, min(cached, prompt))
+
+
+def test_a_responses_stream_counts_its_delta_text_once(tmp_path: Path) -> None:
+    from fastgw.app import _Bill
+
+    meter, _ = meter_and_router(tmp_path)
+    sent = SimpleNamespace(delivered=0, relay=None, resp=SimpleNamespace(status=200))
+    target = cast(Target, SimpleNamespace(model="big-model"))
+    bill = _Bill(meter, target, "m", 30, cast(Any, sent), True)
+    deltas = b"".join(
+        b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta",'
+        b'"delta":"hello there world "}\n\n'
+        for _ in range(10)
+    )
+    bill.relayed(deltas)
+    counted = sent.delivered
+    assert counted >= 20  # the text of the deltas
+    done = (
+        b'event: response.output_text.done\ndata: {"type":"response.output_text.done",'
+        b'"text":"' + b"hello there world " * 10 + b'"}\n\n'
+    )
+    bill.relayed(done)
+    assert sent.delivered == counted  # the closing events repeat the text: not counted again
+    bill.settle(None, cut=True)  # cut before response.completed: prompt estimate + deltas
+    assert bill.usage == (30, counted, 30 + counted, 0) and bill.estimated
+
+
+def test_an_anthropic_stream_is_final_only_after_message_delta() -> None:
+    u = MessagesUsage()
+    u.event(b'{"type":"message_start","message":{"usage":{"input_tokens":12,"output_tokens":1}}}')
+    assert u.usage == (12, 1, 13, 0) and not u.final  # provisional: output is 1 here
+    u.event(b'{"type":"message_delta","usage":{"output_tokens":9}}')
+    assert u.final
