@@ -410,12 +410,7 @@ class Limiter:
             if not await state.acquire(key, limit):
                 for held in slots:
                     await state.release(held)
-                raise _too_many(
-                    f"{s.label} has {limit} requests in flight, its concurrency limit.",
-                    "concurrency_limit_exceeded",
-                    1.0,
-                    [],
-                )
+                raise _too_busy(s.label, limit)
             slots.append(key)
         if not plan.buckets:
             return Grant(self, state, slots, [], estimate, [])
@@ -435,12 +430,7 @@ class Limiter:
         code, remaining = await self._admit_once(plan.admit_handle, ns)
         if code < 0:
             _, limit, s = plan.slots[-code - 1]
-            raise _too_many(
-                f"{s.label} has {limit} requests in flight, its concurrency limit.",
-                "concurrency_limit_exceeded",
-                1.0,
-                [],
-            )
+            raise _too_busy(s.label, limit)
         return self._granted(
             plan, code == 1, remaining, ns, estimate, [k for k, _, _ in plan.slots]
         )
@@ -464,6 +454,16 @@ def _key_scopes(keys: list[KeyConfig]) -> dict[str, _Scope]:
 
 def _any(cfg: LimitsConfig) -> bool:
     return bool(cfg.rpm or cfg.tpm or cfg.concurrency)
+
+
+def _too_busy(label: str, limit: int) -> GatewayError:
+    """The 429 of a concurrency limit with every slot held."""
+    return _too_many(
+        f"{label} has {limit} requests in flight, its concurrency limit.",
+        "concurrency_limit_exceeded",
+        1.0,
+        [],
+    )
 
 
 def _too_many(message: str, code: str, retry_after: float, headers: Headers) -> GatewayError:

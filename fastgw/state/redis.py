@@ -565,12 +565,33 @@ class RedisState:
             try:
                 return await r.call("EVALSHA", script.sha, len(keys), *keys, *args)
             except RespError as exc:
-                if not str(exc).startswith("NOSCRIPT"):
-                    raise
-                self._loaded.discard(script.sha)
+                self._lost_script(script, exc)
         out = await r.call("EVAL", script.src, len(keys), *keys, *args)
         self._loaded.add(script.sha)
         return out
+
+    async def _eval_prepared(
+        self,
+        script: _Script,
+        frame: bytes,
+        keys: Sequence[str],
+        args_of: Callable[[], Sequence[Any]],
+    ) -> Any:
+        """``_eval`` whose ``EVALSHA`` bytes were framed by the caller (``frame``); the
+        arguments (``args_of()``) are only built for the ``EVAL`` that loads the script."""
+        if script.sha in self._loaded:
+            try:
+                return await self._redis.call_packed(frame)
+            except RespError as exc:
+                self._lost_script(script, exc)
+        return await self._eval(script, keys, args_of())
+
+    def _lost_script(self, script: _Script, exc: RespError) -> None:
+        """Redis answered ``NOSCRIPT`` (it lost its script cache): send the script again.
+        Any other error reply is the caller's."""
+        if not str(exc).startswith("NOSCRIPT"):
+            raise exc
+        self._loaded.discard(script.sha)
 
     # --- buckets ----------------------------------------------------------------------------
 
@@ -601,16 +622,9 @@ class RedisState:
     async def take_prepared(self, handle: object, ns: list[float]) -> tuple[bool, list[float]]:
         p = cast(_PreparedTake, handle)
         try:
-            if TAKE_MANY.sha in self._loaded:
-                try:
-                    reply = await self._call(lambda: self._redis.call_packed(p.frame(ns)))
-                except RespError as exc:
-                    if not str(exc).startswith("NOSCRIPT"):
-                        raise
-                    self._loaded.discard(TAKE_MANY.sha)
-                    reply = await self._call(lambda: self._eval(TAKE_MANY, p.keys, p.args(ns)))
-            else:
-                reply = await self._call(lambda: self._eval(TAKE_MANY, p.keys, p.args(ns)))
+            reply = await self._call(
+                lambda: self._eval_prepared(TAKE_MANY, p.frame(ns), p.keys, lambda: p.args(ns))
+            )
         except StateUnavailable as exc:
             return self._degraded(exc).take_prepared_now(p.buckets, ns)
         return int(reply[0]) == 1, [float(x) for x in reply[1:]]
@@ -629,7 +643,11 @@ class RedisState:
         p = cast(_PreparedAdmit, handle)
         holder = f"{self._id}:{next(self._seq)}"
         try:
-            reply = await self._admit(p, holder, ns)
+            reply = await self._call(
+                lambda: self._eval_prepared(
+                    ADMIT, p.frame(holder, ns), p.keys, lambda: p.args(holder, ns)
+                )
+            )
         except StateUnavailable as exc:
             return await self._admit_degraded(self._degraded(exc), p, ns)
         code = int(reply[0])
@@ -639,17 +657,6 @@ class RedisState:
             if p.slots and self._refresher is None and not self._closed:
                 self._refresher = asyncio.create_task(self._refresh_forever())
         return code, [float(x) for x in reply[1:]]
-
-    async def _admit(self, p: _PreparedAdmit, holder: str, ns: list[float]) -> Any:
-        if ADMIT.sha in self._loaded:
-            try:
-                return await self._call(lambda: self._redis.call_packed(p.frame(holder, ns)))
-            except RespError as exc:
-                if not str(exc).startswith("NOSCRIPT"):
-                    raise
-                self._loaded.discard(ADMIT.sha)
-        args = p.args(holder, ns)
-        return await self._call(lambda: self._eval(ADMIT, p.keys, args))
 
     async def _admit_degraded(
         self, fallback: MemoryState, p: _PreparedAdmit, ns: list[float]
