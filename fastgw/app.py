@@ -32,7 +32,7 @@ from .catalog import model_card
 from .config import GatewayConfig, parse_duration, resolve_config
 from .policy.budgets import Budgets, Reservation, open_ledger
 from .policy.keys import KeyStore, Principal
-from .policy.ledger import Ledger
+from .policy.ledger import Ledger, accumulate
 from .policy.limits import Grant, Later, Limiter
 from .policy.meter import (
     Meter,
@@ -254,15 +254,7 @@ class _Bill:
                 return
             hit = sinks[ck] = (minute, ledger.generation, got)
         prompt, completion, _, cached = self.usage or _NO_USAGE
-        estimated = 1.0 if self.estimated else 0.0
-        usd = self.usd or 0.0
-        for s in hit[2]:
-            s[0] += 1.0
-            s[1] += estimated
-            s[2] += prompt
-            s[3] += completion
-            s[4] += cached
-            s[5] += usd
+        accumulate(hit[2], prompt, completion, cached, self.usd or 0.0, self.estimated)
         ledger.recorded += 1
 
     def relayed(self, data: bytes) -> None:

@@ -159,6 +159,25 @@ _TagKey = tuple[str, int]
 _json = msgspec.json.Encoder()
 
 
+def accumulate(
+    sinks: list[_Sums],
+    prompt_tokens: int,
+    completion_tokens: int,
+    cached_tokens: int,
+    cost: float,
+    estimated: bool,
+) -> None:
+    """Add one settled request to the queued sums ``Ledger.sinks`` gave."""
+    for s in sinks:
+        s[0] += 1.0
+        if estimated:
+            s[1] += 1.0
+        s[2] += prompt_tokens
+        s[3] += completion_tokens
+        s[4] += cached_tokens
+        s[5] += cost
+
+
 class Ledger:
     """The spend ledger of one worker over a file shared by every worker of the host."""
 
@@ -233,41 +252,11 @@ class Ledger:
         cost: float,
         estimated: bool,
     ) -> None:
-        """``record`` without building a ``SpendEvent`` (the request path's way)."""
-        minute = int(ts // 60)
-        text = self._tags_text.get(tags)
-        if text is None:
-            text = _json.encode(sorted(tags)).decode()
-            if len(self._tags_text) > 4096:
-                self._tags_text.clear()
-            self._tags_text[tags] = text
-        row = (minute, key or "", team or "", text, model, target)
-        sums = self._pending.get(row)
-        values: tuple[float, ...] = ()
-        if sums is None or tags:  # a new row, or tag rows to add to
-            values = (
-                1.0,
-                1.0 if estimated else 0.0,
-                float(prompt_tokens),
-                float(completion_tokens),
-                float(cached_tokens),
-                float(cost),
-            )
-        if sums is None:
-            if not self._add(self._pending, row, values):
-                return
-        else:  # the common case: one more request of a row seen this minute, summed in place
-            sums[0] += 1.0
-            if estimated:
-                sums[1] += 1.0
-            sums[2] += prompt_tokens
-            sums[3] += completion_tokens
-            sums[4] += cached_tokens
-            sums[5] += cost
-        self.recorded += 1
-        if tags:
-            for tag in set(tags):
-                self._add(self._pending_tags, (tag, minute), values)
+        """``record`` without building a ``SpendEvent``."""
+        sinks = self.sinks(int(ts // 60), key, team, tags, model, target)
+        if sinks is not None:
+            accumulate(sinks, prompt_tokens, completion_tokens, cached_tokens, cost, estimated)
+            self.recorded += 1
 
     def sinks(
         self,

@@ -122,13 +122,17 @@ class Meter:
         smallest = min(windows, default=0)
         return int(smallest / (OVERFLOW_FACTOR * (1.0 - ESTIMATE_BOUND)))
 
+    def _fresh(self) -> None:
+        """A new catalog was swapped in: forget what was looked up in the old one."""
+        self._entries = {}
+        self._prices = {}
+        self._swaps = self.holder.swaps
+        self.always_fits = self._always_fits()
+
     def entry(self, model: str) -> ModelEntry | None:
         """The catalog entry of an upstream model name (aliases and prefixes resolved)."""
-        if self.holder.swaps != self._swaps:  # a new catalog: forget what was looked up
-            self._entries = {}
-            self._prices = {}
-            self._swaps = self.holder.swaps
-            self.always_fits = self._always_fits()
+        if self.holder.swaps != self._swaps:
+            self._fresh()
         try:
             return self._entries[model]
         except KeyError:
@@ -141,7 +145,9 @@ class Meter:
         """Whether a body of ``body_bytes`` could hold a prompt over some target's context
         window (so the prompt must be estimated): the estimate is at most
         ``OVERFLOW_FACTOR × body_bytes`` (3 tokens per JSON object, ``{}``, is the densest)."""
-        if body_bytes <= self.always_fits and self.holder.swaps == self._swaps:
+        if self.holder.swaps != self._swaps:
+            self._fresh()
+        if body_bytes <= self.always_fits:
             return False  # fits the smallest window the catalog knows
         tokens = OVERFLOW_FACTOR * body_bytes * (1.0 - ESTIMATE_BOUND)
         for t in targets:
@@ -197,7 +203,7 @@ class Meter:
         self.requests += 1
         name = target.model or default_model
         if self.holder.swaps != self._swaps:
-            self.entry(name)  # a new catalog: what was remembered goes
+            self._fresh()
         try:
             prices = self._prices[name]
         except KeyError:
