@@ -22,6 +22,9 @@ from ..config.keyspec import key_hash, parse_expiry
 from ..config.schema import AccessConfig, GatewayConfig, KeyConfig
 from ..routing.router import Target
 
+#: Most header values remembered per header (a new key past it starts the memory afresh).
+_SEEN_MAX = 4096
+
 
 class Rules:
     """Compiled access rules of one key or team."""
@@ -206,25 +209,63 @@ class KeyStore:
             team = teams.get(k.team) if k.team else None
             principal = self.by_hash[digest] = Principal(k, digest, team, expires)
             self.by_digest[principal.digest] = principal
+        #: Header values (``Authorization``, ``x-api-key``) that presented an accepted key
+        #: → its principal (see ``authenticate_values``).
+        self._seen_bearer: dict[bytes, Principal] = {}
+        self._seen_api_key: dict[bytes, Principal] = {}
         #: Keys are asked for: some are declared, or the admin API can create them.
         self.enabled = bool(cfg.keys) or cfg.admin is not None
 
     def authenticate(
         self, headers: list[tuple[bytes, bytes]], now: float | None = None
     ) -> Principal:
-        """The principal whose key the request presents; 401 (with the reason) otherwise."""
-        presented: bytes | None = None
+        """The principal whose key the request presents; 401 (with the reason) otherwise.
+        ``Authorization`` wins over ``x-api-key``."""
+        authorization: bytes | None = None
+        api_key: bytes | None = None
         for name, value in headers:
             if name == b"authorization":
-                scheme, _, token = value.partition(b" ")
-                if scheme.lower() != b"bearer" or not token.strip():
-                    raise unauthorized(
-                        "The Authorization header must be 'Bearer <key>'.", "invalid_api_key"
-                    )
-                presented = token.strip()
+                authorization = value
                 break
             if name == b"x-api-key":
-                presented = value.strip()
+                api_key = value
+        return self.authenticate_values(authorization, api_key, now)
+
+    def authenticate_values(
+        self, authorization: bytes | None, api_key: bytes | None, now: float | None = None
+    ) -> Principal:
+        """``authenticate`` given the request's first ``Authorization`` header and last
+        ``x-api-key`` header (None: absent), as the request's one header scan found them.
+
+        A key that authenticated is remembered by the header value that presented it, so
+        the next request with it costs a dictionary lookup instead of a SHA-256. That
+        memory holds only keys this store accepted (at most ``_SEEN_MAX`` of them, in this
+        process, never written anywhere) and is dropped with the store whenever the keys
+        change, so a revoked or disabled key is refused at once. Expiry is checked on
+        every request."""
+        if authorization is not None:
+            hit = self._seen_bearer.get(authorization)
+        elif api_key is not None:
+            hit = self._seen_api_key.get(api_key)
+        else:
+            hit = None
+        if hit is not None and (hit.expires is None or (now or time.time()) < hit.expires):
+            return hit
+        return self._authenticate(authorization, api_key, now)
+
+    def _authenticate(
+        self, authorization: bytes | None, api_key: bytes | None, now: float | None
+    ) -> Principal:
+        presented: bytes | None = None
+        if authorization is not None:
+            scheme, _, token = authorization.partition(b" ")
+            if scheme.lower() != b"bearer" or not token.strip():
+                raise unauthorized(
+                    "The Authorization header must be 'Bearer <key>'.", "invalid_api_key"
+                )
+            presented = token.strip()
+        elif api_key is not None:
+            presented = api_key.strip()
         if not presented:
             raise unauthorized(
                 "No API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'.",
@@ -241,4 +282,12 @@ class KeyStore:
             raise unauthorized("The API key is not valid.", "invalid_api_key")
         if principal.expires is not None and (now or time.time()) >= principal.expires:
             raise unauthorized(f"The API key '{principal.name}' has expired.", "key_expired")
+        if authorization is not None:
+            seen, value = self._seen_bearer, authorization
+        else:
+            assert api_key is not None
+            seen, value = self._seen_api_key, api_key
+        if len(seen) >= _SEEN_MAX:
+            seen.clear()
+        seen[value] = principal
         return principal

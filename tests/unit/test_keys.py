@@ -59,6 +59,36 @@ def test_authentication_outcomes() -> None:
     assert code_of(s, {"x-api-key": "sk-expired-key-0000000"}) == "key_expired"
 
 
+def test_remembered_keys_still_expire_and_do_not_cross_headers() -> None:
+    """A key that authenticated is remembered by its header value: the next request skips
+    the hash, but expiry is still checked, the memory is per header (an x-api-key value is
+    not a Bearer value), and a new store (keys changed) remembers nothing."""
+    expires = "2999-01-01T00:00:00"
+    s = store([{"name": "a", "key": GOOD, "expires": expires}])
+    soon = time.time()
+    assert s.authenticate_values(f"Bearer {GOOD}".encode(), None, soon).name == "a"
+    with pytest.raises(GatewayError) as e:  # the bare key as Authorization: not Bearer
+        s.authenticate_values(GOOD.encode(), None, soon)
+    assert e.value.code == "invalid_api_key"
+    assert s.authenticate_values(None, GOOD.encode(), soon).name == "a"
+    with pytest.raises(GatewayError) as e:  # the Bearer value as x-api-key: not the key
+        s.authenticate_values(None, f"Bearer {GOOD}".encode(), soon)
+    assert e.value.code == "invalid_api_key"
+    later = 32503680000.0 + 1  # past 2999-01-01 UTC
+    for authorization, api_key in ((f"Bearer {GOOD}".encode(), None), (None, GOOD.encode())):
+        with pytest.raises(GatewayError) as e:
+            s.authenticate_values(authorization, api_key, later)
+        assert e.value.code == "key_expired"
+    # Authorization wins over x-api-key, remembered or not
+    with pytest.raises(GatewayError) as e:
+        s.authenticate_values(b"Bearer sk-not-a-key-000000000", GOOD.encode(), soon)
+    assert e.value.code == "invalid_api_key"
+    disabled = store([{"name": "a", "key": GOOD, "disabled": True}])
+    with pytest.raises(GatewayError) as e:
+        disabled.authenticate_values(f"Bearer {GOOD}".encode(), None, soon)
+    assert e.value.code == "key_disabled"
+
+
 def test_no_keys_means_an_open_gateway() -> None:
     assert not store([]).enabled
 
