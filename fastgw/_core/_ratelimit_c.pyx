@@ -2,7 +2,7 @@
 """The ``x-ratelimit-*`` answer headers: the compiled twin of ``_ratelimit_py`` (same
 results for every input; see its docstring)."""
 
-from cpython.bytes cimport PyBytes_FromFormat
+from cpython.bytes cimport PyBytes_FromStringAndSize
 from libc.math cimport ceil, floor
 
 __all__ = ["MAX_SHOWN", "NEVER", "rate_headers"]
@@ -21,12 +21,30 @@ cdef bytes RESET_TOK = b"x-ratelimit-reset-tokens"
 cdef bytes NEVER_B = b"never"
 
 
+cdef inline bytes _digits(Py_ssize_t v, bint seconds):
+    """``b"%d" % v`` (``v`` >= 0), with an ``s`` after it when ``seconds``: written by hand,
+    a few times faster than a format string."""
+    cdef char buf[24]
+    cdef Py_ssize_t end = 23
+    cdef Py_ssize_t i = end
+    if seconds:
+        buf[i] = 115  # 's'
+        i -= 1
+    while True:
+        buf[i] = <char>(48 + v % 10)
+        v = v // 10
+        if v == 0:
+            break
+        i -= 1
+    return PyBytes_FromStringAndSize(&buf[i], end + 1 - i)
+
+
 cdef inline bytes _remaining(double x):
     if not x > 0:  # NaN included
         return b"0"
     if x >= _MAX:
-        return PyBytes_FromFormat(b"%zd", <Py_ssize_t>_MAX)
-    return PyBytes_FromFormat(b"%zd", <Py_ssize_t>floor(x))
+        return _digits(<Py_ssize_t>_MAX, False)
+    return _digits(<Py_ssize_t>floor(x), False)
 
 
 cdef inline bytes _reset(double s):
@@ -34,10 +52,10 @@ cdef inline bytes _reset(double s):
         return NEVER_B
     if not s > 0:
         return b"0s"
-    return PyBytes_FromFormat(b"%zds", <Py_ssize_t>ceil(s))
+    return _digits(<Py_ssize_t>ceil(s), True)
 
 
-def rate_headers(
+cdef list headers_of(
     object req_cap,
     double req_remaining,
     double req_reset,
@@ -55,3 +73,14 @@ def rate_headers(
         out.append((REMAINING_TOK, _remaining(tok_remaining)))
         out.append((RESET_TOK, _reset(tok_reset)))
     return out
+
+
+def rate_headers(
+    object req_cap,
+    double req_remaining,
+    double req_reset,
+    object tok_cap,
+    double tok_remaining,
+    double tok_reset,
+):
+    return headers_of(req_cap, req_remaining, req_reset, tok_cap, tok_remaining, tok_reset)

@@ -12,6 +12,8 @@ from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.stdint cimport uint32_t, uint64_t
 from libc.string cimport memcpy, memset
 
+from fastgw._core._ratelimit_c cimport headers_of
+
 import os
 from hashlib import blake2b
 
@@ -28,6 +30,7 @@ from fastgw._core._shm_py import (
 )
 
 __all__ = [
+    "Admitted",
     "DEFAULT_ENTRIES",
     "ENTRY_SIZE",
     "HEADER_SIZE",
@@ -189,15 +192,35 @@ cdef inline void _store(fgw_entry* e, double v, double now, double ttl) noexcept
     e.value = v
 
 
+cdef inline void _settle(fgw_entry* e, double n, double cap, double rate, double now) noexcept:
+    """Refill bucket ``e`` (locked) to ``now``, add ``n`` (never above ``cap``), unlock it."""
+    cdef double x
+    if now > e.at:
+        x = e.value + (now - e.at) * rate
+        e.value = x if x < cap else cap
+        e.at = now
+    x = e.value + n
+    e.value = x if x < cap else cap
+    e.cap = cap
+    e.rate = rate
+    fgw_unlock(&e.lock)
+
+
 cdef class Prepared:
-    """Buckets of a ``take_prepared``: their digests and shapes in C arrays."""
+    """Buckets of a ``take_prepared``: their digests and shapes in C arrays; with ``roles``,
+    also what ``admit`` takes from each and how it reports them."""
 
     cdef Py_ssize_t k
     cdef uint64_t h[2 * SMALL]
     cdef double shape[2 * SMALL]
     cdef readonly list buckets
+    # admission (roles given): 1 request or the token estimate from each bucket
+    cdef readonly bint admits
+    cdef bint tokens[SMALL]
+    cdef list caps  # each bucket's limit as header bytes
+    cdef double last[SMALL]  # the balances the last admit saw
 
-    def __init__(self, list buckets):
+    def __init__(self, list buckets, list roles=None):
         cdef Py_ssize_t i
         cdef bytes dg
         if not 0 < len(buckets) <= SMALL:
@@ -210,6 +233,70 @@ cdef class Prepared:
             memcpy(&self.h[2 * i], PyBytes_AS_STRING(dg), 16)
             self.shape[2 * i] = cap
             self.shape[2 * i + 1] = rate
+            self.last[i] = 0.0
+        self.admits = roles is not None
+        self.caps = []
+        if roles is not None:
+            if len(roles) != self.k:
+                raise ValueError(f"{len(roles)} roles for {self.k} buckets")
+            for i in range(self.k):
+                is_tokens, cap_b = <tuple>roles[i]
+                self.tokens[i] = bool(is_tokens)
+                self.caps.append(bytes(cap_b))
+
+    def balances(self):
+        """The balance of each bucket as the last ``admit`` saw it (after the take; before
+        it when refused)."""
+        return [self.last[i] for i in range(self.k)]
+
+
+cdef tuple _NO_SLOTS = ()
+
+cdef class ShmTable  # below
+
+
+cdef class Admitted:
+    """A request ``ShmTable.admit`` let in: its ``x-ratelimit-*`` headers, and the tokens
+    it reserved, settled once with the real usage (the ``Grant`` of the limiter, for an
+    admission without concurrency slots, in C)."""
+
+    cdef readonly list headers
+    cdef readonly double estimate
+    cdef public object used
+    cdef ShmTable table
+    cdef Prepared p
+    cdef bint settled
+    cdef double at  # the ``now`` the admission was given (< 0: the process's clock)
+
+    @property
+    def slots(self):
+        """Concurrency slots held: none (``admit`` takes none)."""
+        return _NO_SLOTS
+
+    def used_from(self, usage):
+        """Record the provider's usage ``(prompt, completion, total, cached)``."""
+        if usage is not None:
+            self.used = usage[2] or usage[0] + usage[1]
+
+    def settle(self, usage=None):
+        """Settle the reserved tokens with the real usage (``usage``, else what
+        ``used_from`` recorded; unknown: the estimate stands), once: the difference goes
+        back to (or is taken from) every tokens bucket of the admission (at the ``now``
+        the admission was given, if it was given one)."""
+        if usage is not None:
+            self.used = usage[2] or usage[0] + usage[1]
+        if self.settled:
+            return
+        self.settled = True
+        if self.used is not None and self.used != self.estimate and self.table._ents != NULL:
+            self.table.refund(self.p, self.estimate - self.used, self.at)
+
+    async def release(self):
+        """Nothing to give back (no slots)."""
+
+    async def finish(self):
+        """``settle``."""
+        self.settle()
 
 
 cdef class ShmTable:
@@ -513,54 +600,123 @@ cdef class ShmTable:
             e.rate = d[4 * i + 2]
         return ok
 
-    def prepare(self, list buckets):
+    def prepare(self, list buckets, list roles=None):
         """A handle for ``take_prepared``: the digests and shapes of ``buckets``
-        (``(key, capacity, rate)`` each), computed once."""
-        return Prepared(buckets)
+        (``(key, capacity, rate)`` each), computed once. ``roles`` (``(tokens, limit as
+        bytes)`` per bucket) makes it a handle for ``admit`` too."""
+        return Prepared(buckets, roles)
+
+    cdef bint _take(self, Prepared p, double* d, double now, double* out) except -1:
+        """Take ``d[4i]`` from prepared bucket i (``d`` as ``_apply`` wants it, shapes
+        filled here), all or nothing; the balances into ``out``."""
+        cdef Py_ssize_t k = p.k
+        cdef Py_ssize_t i, m
+        cdef Py_ssize_t slots[SMALL]
+        cdef Py_ssize_t order[SMALL]
+        cdef bint ok
+        for i in range(k):
+            d[4 * i + 1] = p.shape[2 * i]
+            d[4 * i + 2] = p.shape[2 * i + 1]
+        if k == 1:
+            slots[0] = self._find_h(KIND_BUCKET, p.h[0], p.h[1], True, now, d[1], d[1], d[2])
+            ok = self._apply(1, slots, d, now)
+            out[0] = self._ents[slots[0]].value
+            fgw_unlock(&self._ents[slots[0]].lock)
+            return ok
+        m = self._lock_all_h(KIND_BUCKET, p.h, k, d, slots, order, now)
+        ok = self._apply(k, slots, d, now)
+        for i in range(k):
+            out[i] = self._ents[slots[i]].value
+        for i in range(m - 1, -1, -1):
+            fgw_unlock(&self._ents[order[i]].lock)
+        return ok
 
     def take_prepared(self, Prepared p, list ns, double now):
         """``take_many`` of ``ns[i]`` tokens from the prepared buckets: ``(allowed, [the
         balance of each bucket])`` (after the take; before it when refused)."""
         self._check_open()
         cdef Py_ssize_t k = p.k
-        cdef Py_ssize_t i, m
-        cdef Py_ssize_t slots[SMALL]
-        cdef Py_ssize_t order[SMALL]
+        cdef Py_ssize_t i
         cdef double d[4 * SMALL]
-        cdef bint ok
+        cdef double out[SMALL]
         if len(ns) != k:
             raise ValueError(f"{len(ns)} amounts for {k} prepared buckets")
         for i in range(k):
             d[4 * i] = ns[i]
-            d[4 * i + 1] = p.shape[2 * i]
-            d[4 * i + 2] = p.shape[2 * i + 1]
-        if k == 1:
-            slots[0] = self._find_h(KIND_BUCKET, p.h[0], p.h[1], True, now, d[1], d[1], d[2])
-            ok = self._apply(1, slots, d, now)
-            fgw_unlock(&self._ents[slots[0]].lock)
-            return ok, [self._ents[slots[0]].value]
-        m = self._lock_all_h(KIND_BUCKET, p.h, k, d, slots, order, now)
-        ok = self._apply(k, slots, d, now)
-        cdef list out = [self._ents[slots[i]].value for i in range(k)]
-        for i in range(m - 1, -1, -1):
-            fgw_unlock(&self._ents[order[i]].lock)
-        return ok, out
+        ok = self._take(p, d, now, out)
+        return ok, [out[i] for i in range(k)]
+
+    def admit(self, Prepared p, double tokens, double now=-1.0):
+        """One request against a prepared admission: 1 from each requests bucket and
+        ``tokens`` (the prompt's estimate) from each tokens bucket, all or nothing. When
+        taken, an ``Admitted`` with the ``x-ratelimit-*`` headers of the tightest bucket of
+        each kind (a list, as ``_ratelimit.rate_headers`` makes it); None when refused
+        (``p.balances()`` tells why). ``now`` < 0: this process's ``time.monotonic()``."""
+        self._check_open()
+        if not p.admits:
+            raise ValueError("this handle was prepared without roles")
+        cdef Py_ssize_t k = p.k
+        cdef Py_ssize_t i, ri = -1, ti = -1
+        cdef double d[4 * SMALL]
+        cdef double req_rem = 0.0, req_reset = 0.0, tok_rem = 0.0, tok_reset = 0.0
+        cdef double at = now
+        if now < 0:
+            now = fgw_monotonic()
+        for i in range(k):
+            d[4 * i] = tokens if p.tokens[i] else 1.0
+        if not self._take(p, d, now, p.last):
+            return None
+        cdef Admitted a = Admitted.__new__(Admitted)
+        a.table = self
+        a.p = p
+        a.estimate = tokens
+        a.at = at
+        for i in range(k):  # the tightest (first of equals), as _ratelimit's callers pick
+            if p.tokens[i]:
+                if ti < 0 or p.last[i] < p.last[ti]:
+                    ti = i
+            elif ri < 0 or p.last[i] < p.last[ri]:
+                ri = i
+        if ri >= 0:
+            req_rem = p.last[ri]
+            req_reset = (p.shape[2 * ri] - req_rem) / p.shape[2 * ri + 1]
+        if ti >= 0:
+            tok_rem = p.last[ti]
+            tok_reset = (p.shape[2 * ti] - tok_rem) / p.shape[2 * ti + 1]
+        a.headers = headers_of(
+            p.caps[ri] if ri >= 0 else None,
+            req_rem,
+            req_reset,
+            p.caps[ti] if ti >= 0 else None,
+            tok_rem,
+            tok_reset,
+        )
+        return a
+
+    def refund(self, Prepared p, double n, double now=-1.0):
+        """Add ``n`` tokens (negative: take them) to each tokens bucket of an admission,
+        without any check, never above capacity (``settle`` of each); ``now`` as in
+        ``admit``."""
+        self._check_open()
+        if not p.admits:
+            raise ValueError("this handle was prepared without roles")
+        cdef Py_ssize_t i, s
+        cdef double cap, rate
+        if now < 0:
+            now = fgw_monotonic()
+        for i in range(p.k):
+            if not p.tokens[i]:
+                continue
+            cap = p.shape[2 * i]
+            rate = p.shape[2 * i + 1]
+            s = self._find_h(KIND_BUCKET, p.h[2 * i], p.h[2 * i + 1], True, now, cap, cap, rate)
+            _settle(&self._ents[s], n, cap, rate, now)
 
     def settle(self, str key, double n, double capacity, double rate, double now):
         """Add ``n`` tokens (negative: take them) without any check, never above capacity."""
         self._check_open()
         cdef Py_ssize_t s = self._find(KIND_BUCKET, key, True, now, capacity, capacity, rate)
-        cdef fgw_entry* e = &self._ents[s]
-        cdef double x
-        if now > e.at:
-            x = e.value + (now - e.at) * rate
-            e.value = x if x < capacity else capacity
-            e.at = now
-        x = e.value + n
-        e.value = x if x < capacity else capacity
-        e.cap = capacity
-        e.rate = rate
-        fgw_unlock(&e.lock)
+        _settle(&self._ents[s], n, capacity, rate, now)
 
     # concurrency slots
 

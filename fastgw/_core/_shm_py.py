@@ -85,6 +85,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import fcntl
+import math
 import mmap
 import os
 import struct
@@ -93,12 +94,15 @@ from collections.abc import Callable
 from hashlib import blake2b
 from typing import Any, TypeVar
 
+from ._ratelimit_py import rate_headers
+
 __all__ = [
     "DEFAULT_ENTRIES",
     "ENTRY_SIZE",
     "HEADER_SIZE",
     "MAGIC",
     "VERSION",
+    "Admitted",
     "LayoutError",
     "ShmTable",
     "TableFull",
@@ -346,6 +350,13 @@ def _refill(tokens: float, at: float, cap: float, rate: float, now: float) -> tu
     return tokens, at
 
 
+def _reset_after(cap: float, remaining: float, rate: float) -> float:
+    """Seconds until a bucket at ``remaining`` is full again (C division: x/0 is ±inf)."""
+    if rate == 0:
+        return math.copysign(INF, cap - remaining) if cap != remaining else math.nan
+    return (cap - remaining) / rate
+
+
 def _check_ttl(ttl: float | None) -> None:
     if ttl is not None and not 0.0 < ttl < INF:
         raise ValueError("ttl must be None or a finite number of seconds > 0")
@@ -356,14 +367,85 @@ MAX_PREPARED = 16
 
 
 class Prepared:
-    """Buckets of a ``take_prepared``."""
+    """Buckets of a ``take_prepared``; with ``roles`` (``(tokens, limit as bytes)`` per
+    bucket), also what ``admit`` takes from each and how it reports them."""
 
-    __slots__ = ("buckets",)
+    __slots__ = ("_last", "admits", "buckets", "caps", "tokens")
 
-    def __init__(self, buckets: list[tuple[str, float, float]]) -> None:
+    def __init__(
+        self,
+        buckets: list[tuple[str, float, float]],
+        roles: list[tuple[bool, bytes]] | None = None,
+    ) -> None:
         if not 0 < len(buckets) <= MAX_PREPARED:
             raise ValueError(f"take_prepared takes 1 to {MAX_PREPARED} buckets, not {len(buckets)}")
         self.buckets = list(buckets)
+        self.admits = roles is not None
+        self.tokens: list[bool] = []
+        self.caps: list[bytes] = []
+        if roles is not None:
+            if len(roles) != len(buckets):
+                raise ValueError(f"{len(roles)} roles for {len(buckets)} buckets")
+            self.tokens = [bool(t) for t, _ in roles]
+            self.caps = [bytes(c) for _, c in roles]
+        self._last = [0.0] * len(buckets)
+
+    def balances(self) -> list[float]:
+        """The balance of each bucket as the last ``admit`` saw it (after the take; before
+        it when refused)."""
+        return list(self._last)
+
+
+class Admitted:
+    """A request ``ShmTable.admit`` let in: its ``x-ratelimit-*`` headers, and the tokens
+    it reserved, settled once with the real usage (the ``Grant`` of the limiter, for an
+    admission without concurrency slots)."""
+
+    __slots__ = ("_at", "_p", "_settled", "_table", "estimate", "headers", "used")
+
+    #: Concurrency slots held: none (``admit`` takes none).
+    slots: tuple[str, ...] = ()
+
+    def __init__(
+        self,
+        table: ShmTable,
+        p: Prepared,
+        estimate: float,
+        headers: list[tuple[bytes, bytes]],
+        at: float,
+    ) -> None:
+        self._at = at  # the ``now`` the admission was given (< 0: the process's clock)
+        self._table = table
+        self._p = p
+        self.estimate = estimate
+        self.headers = headers
+        self.used: int | None = None
+        self._settled = False
+
+    def used_from(self, usage: tuple[int, int, int, int] | None) -> None:
+        """Record the provider's usage ``(prompt, completion, total, cached)``."""
+        if usage is not None:
+            self.used = usage[2] or usage[0] + usage[1]
+
+    def settle(self, usage: tuple[int, int, int, int] | None = None) -> None:
+        """Settle the reserved tokens with the real usage (``usage``, else what
+        ``used_from`` recorded; unknown: the estimate stands), once: the difference goes
+        back to (or is taken from) every tokens bucket of the admission (at the ``now``
+        the admission was given, if it was given one)."""
+        if usage is not None:
+            self.used = usage[2] or usage[0] + usage[1]
+        if self._settled:
+            return
+        self._settled = True
+        if self.used is not None and self.used != self.estimate and self._table._mm is not None:
+            self._table.refund(self._p, self.estimate - self.used, self._at)
+
+    async def release(self) -> None:
+        """Nothing to give back (no slots)."""
+
+    async def finish(self) -> None:
+        """``settle``."""
+        self.settle()
 
 
 class ShmTable:
@@ -514,10 +596,15 @@ class ShmTable:
 
     # token buckets
 
-    def prepare(self, buckets: list[tuple[str, float, float]]) -> Prepared:
+    def prepare(
+        self,
+        buckets: list[tuple[str, float, float]],
+        roles: list[tuple[bool, bytes]] | None = None,
+    ) -> Prepared:
         """A handle for ``take_prepared``: ``buckets`` (``(key, capacity, rate)`` each)
-        checked once (the compiled twin also hashes them once)."""
-        return Prepared(buckets)
+        checked once (the compiled twin also hashes them once). ``roles`` (``(tokens,
+        limit as bytes)`` per bucket) makes it a handle for ``admit`` too."""
+        return Prepared(buckets, roles)
 
     def take_prepared(self, p: Prepared, ns: list[float], now: float) -> tuple[bool, list[float]]:
         """``take_many`` of ``ns[i]`` tokens from the prepared buckets: ``(allowed, [the
@@ -528,6 +615,59 @@ class ShmTable:
             [(key, n, cap, rate) for (key, cap, rate), n in zip(p.buckets, ns, strict=True)], now
         )
         return got[0][0], [v[1] for v in got]
+
+    def admit(self, p: Prepared, tokens: float, now: float = -1.0) -> Admitted | None:
+        """One request against a prepared admission: 1 from each requests bucket and
+        ``tokens`` (the prompt's estimate) from each tokens bucket, all or nothing. When
+        taken, an ``Admitted`` with the ``x-ratelimit-*`` headers of the tightest bucket of
+        each kind (a list, as ``_ratelimit.rate_headers`` makes it); None when refused
+        (``p.balances()`` tells why). ``now`` < 0: this process's ``time.monotonic()``."""
+        if not p.admits:
+            raise ValueError("this handle was prepared without roles")
+        at = now
+        if now < 0:
+            now = time.monotonic()
+        ok, last = self.take_prepared(p, [tokens if t else 1.0 for t in p.tokens], now)
+        p._last = last
+        if not ok:
+            return None
+        ri = ti = -1
+        for i, is_tokens in enumerate(p.tokens):  # the tightest (first of equals)
+            if is_tokens:
+                if ti < 0 or last[i] < last[ti]:
+                    ti = i
+            elif ri < 0 or last[i] < last[ri]:
+                ri = i
+        req_rem = req_reset = tok_rem = tok_reset = 0.0
+        if ri >= 0:
+            _, cap, rate = p.buckets[ri]
+            req_rem = last[ri]
+            req_reset = _reset_after(cap, req_rem, rate)
+        if ti >= 0:
+            _, cap, rate = p.buckets[ti]
+            tok_rem = last[ti]
+            tok_reset = _reset_after(cap, tok_rem, rate)
+        headers = rate_headers(
+            p.caps[ri] if ri >= 0 else None,
+            req_rem,
+            req_reset,
+            p.caps[ti] if ti >= 0 else None,
+            tok_rem,
+            tok_reset,
+        )
+        return Admitted(self, p, tokens, headers, at)
+
+    def refund(self, p: Prepared, n: float, now: float = -1.0) -> None:
+        """Add ``n`` tokens (negative: take them) to each tokens bucket of an admission,
+        without any check, never above capacity (``settle`` of each); ``now`` as in
+        ``admit``."""
+        if not p.admits:
+            raise ValueError("this handle was prepared without roles")
+        if now < 0:
+            now = time.monotonic()
+        for (key, cap, rate), is_tokens in zip(p.buckets, p.tokens, strict=True):
+            if is_tokens:
+                self.settle(key, n, cap, rate, now)
 
     def take_many(
         self, takes: list[tuple[str, float, float, float]], now: float

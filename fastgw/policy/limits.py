@@ -13,8 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol, cast
 
 from .._core.ratelimit import rate_headers
 from ..api.errors import GatewayError
@@ -102,6 +102,14 @@ class _Plan:
         #: … and its prepared admission of slots and buckets in one step (redis)
         self.admit_handle: object = None
 
+    def roles(self) -> list[tuple[bool, bytes]]:
+        """Per bucket: whether it gives the token estimate (else one request), and its
+        limit as the header shows it (a prepared admission's ``roles``)."""
+        return [
+            (i in self.tok, self.owners[i].tpm_cap if i in self.tok else self.owners[i].rpm_cap)
+            for i in range(len(self.buckets))
+        ]
+
     def headers(self, remaining: list[float]) -> Headers:
         """``x-ratelimit-{limit,remaining,reset}-{requests,tokens}`` of the tightest scope
         (formatted by ``_core``)."""
@@ -142,24 +150,45 @@ class _Plan:
         return _too_many(message, "rate_limit_exceeded", waits[worst], self.headers(remaining))
 
 
+class Admission(Protocol):
+    """What an admitted request holds until it ends (``Grant``, or the in-process
+    ``shm.Admitted``): its ``x-ratelimit-*`` headers, the concurrency slots it holds, and
+    the settlement of its reserved tokens."""
+
+    @property
+    def headers(self) -> Headers: ...
+
+    @property
+    def slots(self) -> Sequence[str]: ...
+
+    def used_from(self, usage: tuple[int, int, int, int] | None) -> None: ...
+
+    def settle(self, usage: tuple[int, int, int, int] | None = None) -> None: ...
+
+    async def release(self) -> None: ...
+
+    async def finish(self) -> None: ...
+
+
 class Grant:
     """What a request holds until it ends: reserved tokens, concurrency slots."""
 
-    __slots__ = ("estimate", "headers", "limiter", "slots", "state", "tokens", "used")
+    __slots__ = ("estimate", "headers", "limiter", "plan", "slots", "state", "used")
 
     def __init__(
         self,
         limiter: Limiter,
         state: State,
         slots: list[str],
-        tokens: list[tuple[str, Limit]],
+        plan: _Plan | None,
         estimate: int,
         headers: Headers,
     ) -> None:
         self.limiter = limiter
         self.state = state
         self.slots = slots
-        self.tokens = tokens
+        #: The admission's plan while its tokens are unsettled (None: nothing to settle).
+        self.plan = plan if plan is not None and plan.tok else None
         self.estimate = estimate
         #: ``x-ratelimit-*`` headers for the answer.
         self.headers = headers
@@ -171,14 +200,17 @@ class Grant:
         if usage is not None:
             self.used = usage[2] or usage[0] + usage[1]
 
-    def settle(self) -> None:
-        """Queue the settlement of the reserved tokens with the real usage (unknown: the
-        estimate stands); sent in batches off the request's path."""
+    def settle(self, usage: tuple[int, int, int, int] | None = None) -> None:
+        """Settle the reserved tokens with the real usage (``usage``, else what
+        ``used_from`` recorded; unknown: the estimate stands): at once in-process, else
+        queued and sent in batches off the request's path."""
+        if usage is not None:
+            self.used = usage[2] or usage[0] + usage[1]
         used = self.used
-        if used is not None and used != self.estimate:
-            for key, limit in self.tokens:
-                self.limiter.owe(key, float(self.estimate - used), limit)
-        self.tokens = []
+        plan = self.plan
+        if plan is not None and used is not None and used != self.estimate:
+            self.limiter.give_back(plan, float(self.estimate - used))
+        self.plan = None
 
     async def release(self) -> None:
         """Free the concurrency slots, all at once and to the end even when the caller is
@@ -222,6 +254,10 @@ class Limiter:
         self._state: State | None = None
         #: The backend's in-process take (``take_prepared_now``), if it has one.
         self._take_now: Callable[[object, list[float]], tuple[bool, list[float]]] | None = None
+        self.in_process = False
+        self._prepare_admission: _PrepareAdmission | None = None
+        self._admit_now: _AdmitNow | None = None
+        self._refund_now: Callable[[object, float], None] | None = None
         self._admit_once: _AdmitOnce | None = None
         self._prepare_admit: _PrepareAdmit | None = None
         #: Token settlements not yet sent, summed per bucket (see ``owe``).
@@ -241,6 +277,12 @@ class Limiter:
     def state(self, state: State | None) -> None:
         self._state = state
         self._take_now = getattr(state, "take_prepared_now", None)
+        #: ``admit_now`` may answer (else only ``admit`` can: no use trying).
+        self.in_process = self._take_now is not None
+        # an in-process admission in one call, headers included, and its settlement (local)
+        self._prepare_admission = getattr(state, "prepare_admission", None)
+        self._admit_now = getattr(state, "admit_now", None)
+        self._refund_now = getattr(state, "refund_now", None)
         # a backend that takes slots and buckets in one round trip (redis)
         self._admit_once = getattr(state, "admit_prepared", None)
         self._prepare_admit = getattr(state, "prepare_admit", None)
@@ -277,6 +319,15 @@ class Limiter:
             limits["concurrency"] = {"limit": scope.conc}
         out["limits"] = limits
         return out
+
+    def give_back(self, plan: _Plan, n: float) -> None:
+        """Settle ``n`` tokens (negative: take them) on the tokens buckets of ``plan``: at
+        once in-process, else queued (``owe``)."""
+        if self._refund_now is not None:
+            self._refund_now(plan.handle, n)
+            return
+        for key, limit in plan.tokens:
+            self.owe(key, n, limit)
 
     def owe(self, key: str, n: float, limit: Limit) -> None:
         """Queue a settlement; settlements are summed per bucket and sent together every
@@ -320,11 +371,23 @@ class Limiter:
             out.append(self.global_)
         return out
 
-    async def admit(self, principal: Principal | None, model: str, estimate: int) -> Grant | None:
+    async def admit(
+        self, principal: Principal | None, model: str, estimate: int
+    ) -> Admission | None:
         """Take what the request needs from every scope, or raise 429 taking nothing (503
         when the state backend is unreachable and set to fail closed)."""
         try:
-            return await self._admit(principal, model, estimate)
+            plan = self._plan(principal, model)
+            if plan is None:
+                return None
+            if plan.slots or not plan.buckets:
+                return await self._admit(plan, estimate)
+            # buckets only (the usual case): the prepared take, awaited right here
+            state = self._state
+            assert state is not None, "Limiter.state is set at start-up"
+            ns = self._amounts(plan, estimate)
+            ok, remaining = await state.take_prepared(plan.handle, ns)
+            return self._granted(plan, ok, remaining, ns, estimate, [])
         except StateUnavailable:
             raise GatewayError(
                 503,
@@ -335,7 +398,7 @@ class Limiter:
                 headers=[(b"retry-after", b"1")],
             ) from None
 
-    def admit_now(self, principal: Principal | None, model: str, estimate: int) -> Grant | None:
+    def admit_now(self, principal: Principal | None, model: str, estimate: int) -> Admission | None:
         """``admit`` without a coroutine, for a backend that answers in-process (``local``,
         ``memory``) and a request no concurrency limit applies to; raises ``Later`` when
         ``admit`` must be awaited instead."""
@@ -347,6 +410,14 @@ class Limiter:
             return None
         if plan.slots:
             raise Later
+        admit = self._admit_now
+        if admit is not None:  # one compiled call: the take, the headers, the settlement
+            got = admit(plan.handle, estimate)
+            if got is None:
+                raise plan.refusal(
+                    cast(Any, plan.handle).balances(), self._amounts(plan, estimate), estimate
+                )
+            return got
         ns = self._amounts(plan, estimate)
         ok, remaining = take(plan.handle, ns)
         return self._granted(plan, ok, remaining, ns, estimate, [])
@@ -364,7 +435,10 @@ class Limiter:
             state = self.state
             assert state is not None, "Limiter.state is set at start-up"
             if plan is not None and plan.buckets:
-                plan.handle = state.prepare(plan.buckets)
+                if self._prepare_admission is not None:
+                    plan.handle = self._prepare_admission(plan.buckets, plan.roles())
+                else:
+                    plan.handle = state.prepare(plan.buckets)
             if plan is not None and plan.slots and self._prepare_admit is not None:
                 slots = [(key, limit) for key, limit, _ in plan.slots]
                 plan.admit_handle = self._prepare_admit(slots, plan.buckets)
@@ -395,12 +469,9 @@ class Limiter:
             raise plan.refusal(remaining, ns, estimate)
         state = self.state
         assert state is not None
-        return Grant(self, state, slots, plan.tokens, estimate, plan.headers(remaining))
+        return Grant(self, state, slots, plan, estimate, plan.headers(remaining))
 
-    async def _admit(self, principal: Principal | None, model: str, estimate: int) -> Grant | None:
-        plan = self._plan(principal, model)
-        if plan is None:
-            return None
+    async def _admit(self, plan: _Plan, estimate: int) -> Grant:
         state = self.state
         assert state is not None, "Limiter.state is set at start-up"
         if plan.admit_handle is not None and self._admit_once is not None:
@@ -413,8 +484,8 @@ class Limiter:
                 raise _too_busy(s.label, limit)
             slots.append(key)
         if not plan.buckets:
-            return Grant(self, state, slots, [], estimate, [])
-        ns = self._amounts(plan, estimate)
+            return Grant(self, state, slots, None, estimate, [])
+        ns = self._amounts(plan, estimate)  # with slots: given back if the take fails
         try:
             ok, remaining = await state.take_prepared(plan.handle, ns)
             return self._granted(plan, ok, remaining, ns, estimate, slots)
@@ -436,6 +507,8 @@ class Limiter:
         )
 
 
+_PrepareAdmission = Callable[[list[tuple[str, Limit]], list[tuple[bool, bytes]]], object]
+_AdmitNow = Callable[[object, float], "Admission | None"]
 _AdmitOnce = Callable[[object, list[float]], Awaitable[tuple[int, list[float]]]]
 _PrepareAdmit = Callable[[list[tuple[str, int]], list[tuple[str, Limit]]], object]
 

@@ -64,6 +64,20 @@ class LocalState:
         self.entries = entries
         self.clock = clock
         self.table = shm.ShmTable(self.path, entries, recreate=True)
+        table = self.table
+        #: In-process admission (``Limiter``'s fast path, beside the State contract): one
+        #: call takes a request from a handle of ``prepare_admission`` and gives its
+        #: ``x-ratelimit-*`` headers and its settlement (``shm.Admitted``; None: refused);
+        #: ``refund_now`` settles tokens of such a handle. On the system clock they read it
+        #: in C.
+        self.admit_now: Callable[[Any, float], shm.Admitted | None]
+        self.refund_now: Callable[[Any, float], None]
+        if clock is time.monotonic:
+            self.admit_now = table.admit
+            self.refund_now = table.refund
+        else:
+            self.admit_now = lambda handle, tokens: table.admit(handle, tokens, clock())
+            self.refund_now = lambda handle, n: table.refund(handle, n, clock())
 
     async def take_many(self, takes: list[Take]) -> list[Verdict]:
         got = self.table.take_many(
@@ -73,6 +87,13 @@ class LocalState:
 
     def prepare(self, buckets: list[tuple[str, Limit]]) -> object:
         return self.table.prepare([(k, lim.capacity, lim.rate) for k, lim in buckets])
+
+    def prepare_admission(
+        self, buckets: list[tuple[str, Limit]], roles: list[tuple[bool, bytes]]
+    ) -> object:
+        """``prepare`` for ``admit_now`` too: ``roles`` says per bucket whether it gives
+        the token estimate (else one request) and its limit as header bytes."""
+        return self.table.prepare([(k, lim.capacity, lim.rate) for k, lim in buckets], roles)
 
     def take_prepared_now(self, handle: object, ns: list[float]) -> tuple[bool, list[float]]:
         """``take_prepared`` without a coroutine (the table answers in-process)."""

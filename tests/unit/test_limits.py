@@ -4,6 +4,7 @@ with real usage, all-or-nothing across scopes, slots released on every outcome."
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +12,7 @@ from fastgw.api.errors import GatewayError
 from fastgw.config import ConfigError, validate
 from fastgw.policy.keys import KeyStore, Principal
 from fastgw.policy.limits import Later, Limiter
+from fastgw.state.local import LocalState
 from fastgw.state.memory import MemoryState
 
 KEY = "sk-fastgw-unit-limits-00000001"
@@ -154,3 +156,34 @@ class _NoSyncState(MemoryState):
     """A backend with no in-process take (as ``redis``)."""
 
     take_prepared_now = None  # type: ignore[assignment]
+
+
+async def test_local_admission_is_one_call_with_its_settlement(tmp_path: Path) -> None:
+    """On ``local`` the limiter admits through the shared table's ``admit`` (take, headers
+    and settlement in ``_core``): the same verdicts, headers and settlement as ``admit``."""
+    limiter, p, clock, _ = setup({"rpm": 3, "tpm": 1000})
+    state = LocalState(str(tmp_path / "t.state"), 64, clock=clock)
+    limiter.state = state
+    try:
+        g = limiter.admit_now(p, "m", 400)
+        assert g is not None and not g.slots
+        h = dict(g.headers)
+        assert h[b"x-ratelimit-remaining-requests"] == b"2"
+        assert h[b"x-ratelimit-remaining-tokens"] == b"600"
+        assert h[b"x-ratelimit-reset-tokens"] == b"24s"
+        g.settle((100, 50, 150, 0))  # 250 of the 400 back, at once
+        g2 = await limiter.admit(p, "m", 100)  # the awaited way: the same buckets
+        assert g2 is not None and dict(g2.headers)[b"x-ratelimit-remaining-tokens"] == b"750"
+        await g2.finish()  # unknown usage: the estimate stands
+        with pytest.raises(GatewayError) as e:  # 750 tokens left, 900 asked
+            limiter.admit_now(p, "m", 900)
+        assert e.value.status == 429
+        assert "tokens/minute" in e.value.message
+        assert dict(e.value.headers)[b"x-ratelimit-remaining-tokens"] == b"750"
+        assert limiter.admit_now(p, "m", 1) is not None  # the third request
+        with pytest.raises(GatewayError) as e:
+            limiter.admit_now(p, "m", 1)
+        assert "3 requests/minute" in e.value.message
+        assert dict(e.value.headers)[b"retry-after"] == b"20"
+    finally:
+        await state.close()

@@ -101,6 +101,59 @@ def test_prepared_takes(table: Any) -> None:
         table.prepare([(f"k{i}", 1.0, 1.0) for i in range(17)])
 
 
+def test_admission_takes_a_request_and_the_estimate_and_formats_the_headers(
+    table: Any,
+) -> None:
+    """``admit``: 1 from the requests buckets, the estimate from the tokens buckets, all
+    or nothing; the headers of the tightest bucket of each kind; the settlement once."""
+    p = table.prepare(
+        [("rk", 10.0, 1.0), ("tk", 1000.0, 10.0), ("rg", 5.0, 0.5)],
+        [(False, b"10"), (True, b"1000"), (False, b"5")],
+    )
+    a = table.admit(p, 300.0, 100.0)
+    assert a is not None and a.slots == () and a.estimate == 300.0
+    assert a.headers == [
+        (b"x-ratelimit-limit-requests", b"5"),  # the global 5 is tighter than the key's 10
+        (b"x-ratelimit-remaining-requests", b"4"),
+        (b"x-ratelimit-reset-requests", b"2s"),
+        (b"x-ratelimit-limit-tokens", b"1000"),
+        (b"x-ratelimit-remaining-tokens", b"700"),
+        (b"x-ratelimit-reset-tokens", b"30s"),
+    ]
+    assert table.admit(p, 800.0, 100.0) is None  # the tokens lack: nothing taken
+    assert p.balances() == [9.0, 700.0, 4.0]
+    a.settle((100, 50, 150, 0))  # used 150 of 300: 150 back
+    a.settle((100, 50, 500, 0))  # once only
+    assert table.take_many([("tk", 0.0, 1000.0, 10.0)], 100.0)[0][1] == 850.0
+    b = table.admit(p, 10.0, 100.0)
+    b.used_from((40, 20, 0, 0))  # no total: prompt + completion
+    await_free_finish(b)
+    assert table.take_many([("tk", 0.0, 1000.0, 10.0)], 100.0)[0][1] == 790.0
+    c = table.admit(p, 10.0, 100.0)
+    c.settle(None)  # unknown usage: the estimate stands
+    assert table.take_many([("tk", 0.0, 1000.0, 10.0)], 100.0)[0][1] == 780.0
+    table.refund(p, -780.0, 100.0)  # refund: each tokens bucket, never above capacity
+    assert table.admit(p, 1.0, 100.0) is None
+    table.refund(p, 10**6, 100.0)
+    assert table.take_many([("tk", 0.0, 1000.0, 10.0)], 100.0)[0][1] == 1000.0
+    plain = table.prepare([("rk", 10.0, 1.0)])
+    with pytest.raises(ValueError):  # a take handle is no admission handle
+        table.admit(plain, 1.0, 100.0)
+    with pytest.raises(ValueError):
+        table.prepare([("rk", 10.0, 1.0)], [])
+    d = table.admit(p, 1.0)  # on this process's monotonic clock
+    assert d is not None and dict(d.headers)[b"x-ratelimit-limit-tokens"] == b"1000"
+    table.close()
+    d.settle((5, 5, 10, 0))  # the table is closed: nothing to settle, no error
+
+
+def await_free_finish(a: Any) -> None:
+    """``finish`` of an admission without slots completes without waiting on anything."""
+    coro = a.finish()
+    with pytest.raises(StopIteration):
+        coro.send(None)
+
+
 def test_settle(table: Any) -> None:
     assert table.take_many([("k", 60.0, 100.0, 0.0)], 0.0)[0][0]
     table.settle("k", 50.0, 100.0, 0.0, 0.0)
