@@ -551,6 +551,15 @@ class RedisState:
         self._down_until = time.monotonic() + self.backoff
         self._probing = False
 
+    def _fell(self, exc: BaseException) -> MemoryState:
+        """A call that went straight to the connection failed with ``exc``: re-raised
+        unless it means Redis can't serve (then as ``_call`` does: counted, the fallback
+        to answer from, or ``StateUnavailable`` when failing closed)."""
+        if not _unavailable(exc):
+            raise exc
+        self._failed(exc)
+        return self._degraded(StateUnavailable(f"redis unreachable: {_describe(exc)}"))
+
     def _degraded(self, exc: StateUnavailable) -> MemoryState:
         """The fallback to answer from (``open``), or ``exc`` raised (``closed``)."""
         if self.on_error == "closed":
@@ -621,6 +630,22 @@ class RedisState:
 
     async def take_prepared(self, handle: object, ns: list[float]) -> tuple[bool, list[float]]:
         p = cast(_PreparedTake, handle)
+        conn = self._redis.ready()
+        if conn is not None and not self._down_until and TAKE_MANY.sha in self._loaded:
+            # the usual case, in one await on the connection (no coroutine layers); a lost
+            # script, an error or a failure goes the general way below
+            try:
+                reply = await conn.send(p.frame(ns))
+                if type(reply) is RespError:
+                    raise reply
+            except RespError as exc:
+                if not str(exc).startswith("NOSCRIPT"):
+                    return self._fell(exc).take_prepared_now(p.buckets, ns)
+                self._loaded.discard(TAKE_MANY.sha)
+            except (OSError, TimeoutError) as exc:
+                return self._fell(exc).take_prepared_now(p.buckets, ns)
+            else:
+                return int(reply[0]) == 1, [float(x) for x in reply[1:]]
         try:
             reply = await self._call(
                 lambda: self._eval_prepared(TAKE_MANY, p.frame(ns), p.keys, lambda: p.args(ns))

@@ -174,6 +174,12 @@ class RespClient:
         self._connecting: asyncio.Future[_Conn] | None = None
         self._closed = False
 
+    def ready(self) -> _Conn | None:
+        """The connection when it is open (a caller may ``send`` on it directly, and await
+        the future: one await per command, no coroutine around it), else None."""
+        conn = self._conn
+        return conn if conn is not None and conn.lost is None else None
+
     async def call(self, *args: Any) -> Any:
         """Send one command; its reply (bytes, int, list, None). Raises :class:`RespError`
         for an error reply, ``ConnectionError``/``OSError`` when Redis can't be reached and

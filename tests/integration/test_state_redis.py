@@ -316,6 +316,103 @@ async def test_recovers_by_itself_after_the_backoff(hosts: Hosts) -> None:
             proxy.server.close()
 
 
+async def test_prepared_take_survives_a_lost_script_cache_and_a_cut_connection(
+    hosts: Hosts,
+) -> None:
+    """The prepared take goes straight to the open connection once its script is loaded:
+    a flushed script cache is reloaded (the take still counts once), a cut connection
+    falls back (fail open) and Redis is used again after the backoff."""
+    proxy = Proxy()
+    await proxy.start()
+    try:
+        s = hosts(url=f"redis://127.0.0.1:{proxy.port}/0", timeout=0.25, backoff=0.3)
+        lim = Limit(100, 0.0)
+        h = s.prepare([("pa", lim), ("pb", lim)])
+        assert await s.take_prepared(h, [1.0, 2.0]) == (True, [99.0, 98.0])  # loads it
+        assert await s.take_prepared(h, [1.0, 2.0]) == (True, [98.0, 96.0])  # direct
+        r = Redis.from_url(URL)
+        try:
+            await r.script_flush()
+        finally:
+            await r.aclose()
+        assert await s.take_prepared(h, [1.0, 2.0]) == (True, [97.0, 94.0])  # NOSCRIPT
+        healthy(s)
+        await proxy.stop()
+        down = await s.take_prepared(h, [1.0, 2.0])  # the fallback's own buckets
+        assert down == (True, [99.0, 98.0])
+        assert s.health()["reachable"] is False and s.errors == 1
+        await proxy.start()
+        await asyncio.sleep(0.35)
+        assert await s.take_prepared(h, [1.0, 2.0]) == (True, [96.0, 92.0])
+        assert s.health()["reachable"] is True
+    finally:
+        if proxy.server is not None:
+            proxy.server.close()
+
+
+@pytest.mark.parametrize("on_error", ["open", "closed"])
+async def test_prepared_take_failing_on_an_open_connection(
+    hosts: Hosts, monkeypatch: pytest.MonkeyPatch, on_error: str
+) -> None:
+    """A failure of the direct call itself (the connection looked open): counted, then the
+    fallback (open) or ``StateUnavailable`` (closed); an error reply that is the call's
+    fault is raised as it is."""
+    from fastgw.state.resp import RespError
+
+    s = hosts(on_error=on_error, backoff=30.0)
+    h = s.prepare([("pd", Limit(10, 0.0))])
+    assert await s.take_prepared(h, [1.0]) == (True, [9.0])
+    conn = s._redis.ready()
+    assert conn is not None
+    loop = asyncio.get_running_loop()
+
+    def failing(exc: BaseException) -> Callable[[bytes], asyncio.Future[Any]]:
+        def send(packed: bytes) -> asyncio.Future[Any]:
+            fut: asyncio.Future[Any] = loop.create_future()
+            fut.set_exception(exc)
+            return fut
+
+        return send
+
+    def replying(reply: object) -> Callable[[bytes], asyncio.Future[Any]]:
+        def send(packed: bytes) -> asyncio.Future[Any]:
+            fut: asyncio.Future[Any] = loop.create_future()
+            fut.set_result(reply)
+            return fut
+
+        return send
+
+    monkeypatch.setattr(conn, "send", replying(RespError("ERR wrong number of arguments")))
+    with pytest.raises(RespError):
+        await s.take_prepared(h, [1.0])
+    assert s.errors == 0
+    monkeypatch.setattr(conn, "send", failing(ConnectionResetError("cut")))
+    if on_error == "open":
+        assert await s.take_prepared(h, [1.0]) == (True, [9.0])  # the fallback's bucket
+        assert s.fallback_calls == 1
+    else:
+        with pytest.raises(StateUnavailable):
+            await s.take_prepared(h, [1.0])
+    assert s.errors == 1 and s.health()["reachable"] is False
+
+
+async def test_prepared_take_fails_closed(hosts: Hosts) -> None:
+    proxy = Proxy()
+    await proxy.start()
+    try:
+        s = hosts(url=f"redis://127.0.0.1:{proxy.port}/0", timeout=0.25, on_error="closed")
+        h = s.prepare([("pc", Limit(10, 0.0))])
+        assert await s.take_prepared(h, [1.0]) == (True, [9.0])
+        assert await s.take_prepared(h, [1.0]) == (True, [8.0])
+        await proxy.stop()
+        with pytest.raises(StateUnavailable):
+            await s.take_prepared(h, [1.0])
+        assert s.fallback_calls == 0
+    finally:
+        if proxy.server is not None:
+            proxy.server.close()
+
+
 def test_health_redacts_the_password() -> None:
     assert redact_url("redis://user:pw@h:6379/0") == "redis://user:***@h:6379/0"
     assert redact_url("redis://:pw@h/0") == "redis://:***@h/0"
