@@ -22,7 +22,7 @@ import msgspec
 
 from . import __version__
 from ._core import sse
-from ._core.tokens import estimate_json_fields
+from ._core.tokens import estimate_json, estimate_json_fields
 from .admin import AdminAPI
 from .api import anthropic as anthropic_api
 from .api.errors import GatewayError, bad_request, not_found
@@ -33,7 +33,7 @@ from .config import GatewayConfig, parse_duration, resolve_config
 from .policy.budgets import Budgets, Reservation, open_ledger
 from .policy.keys import KeyStore, Principal
 from .policy.ledger import Ledger, accumulate
-from .policy.limits import Grant, Later, Limiter
+from .policy.limits import Admission, Later, Limiter
 from .policy.meter import (
     Meter,
     Usage,
@@ -230,32 +230,9 @@ class _Bill:
         self.usd = self.meter.bill(self.target, self.default_model, usage)
         return self.usd
 
-    def journal(
-        self, ledger: Ledger, sinks: dict[Any, Any], principal: Principal | None, model: str
-    ) -> None:
-        """The settled answer into the spend ledger (``model``: the public name served):
-        added to the queued sums of its row and tags, which ``sinks`` keeps per caller,
-        target and model for the current minute and ledger batch."""
-        minute = int(time.time() // 60)
-        ck = (principal, self.target, model, self.default_model)
-        hit = sinks.get(ck)
-        if hit is None or hit[0] != minute or hit[1] != ledger.generation:
-            if len(sinks) > 4096:
-                sinks.clear()
-            got = ledger.sinks(
-                minute,
-                principal.name if principal is not None else None,
-                principal.team if principal is not None else None,
-                principal.tag_list if principal is not None else (),
-                model,
-                self.target.label_for(self.default_model),
-            )
-            if got is None:  # the ledger's queue is full (counted there)
-                return
-            hit = sinks[ck] = (minute, ledger.generation, got)
-        prompt, completion, _, cached = self.usage or _NO_USAGE
-        accumulate(hit[2], prompt, completion, cached, self.usd or 0.0, self.estimated)
-        ledger.recorded += 1
+    def paid(self) -> _Paid:
+        """What was billed (once settled)."""
+        return (self.target, self.usage or _NO_USAGE, self.usd, self.estimated)
 
     def relayed(self, data: bytes) -> None:
         """Stream bytes went to the client: count their text (and read a Responses API
@@ -278,6 +255,45 @@ class _Bill:
         final = getattr(self.sent.relay, "usage_final", True)
         usd = self.settle(self.stream_usage(), cut=not final)
         return b"" if usd is None else b": x-fastgw-cost-usd=%s\n\n" % format_usd(usd)
+
+
+#: What an answer was billed: the target that gave it, the usage (reported or estimated),
+#: the USD cost (None: unpriced) and whether the usage was estimated.
+_Paid = tuple[Target, Usage, float | None, bool]
+
+
+def _journal(
+    ledger: Ledger,
+    sinks: dict[Any, Any],
+    principal: Principal | None,
+    model: str,
+    default_model: str,
+    paid: _Paid,
+) -> None:
+    """A settled answer into the spend ledger (``model``: the public name served): added to
+    the queued sums of its row and tags, which ``sinks`` keeps per caller, target and model
+    for the current minute and ledger batch."""
+    target = paid[0]
+    minute = int(time.time() // 60)
+    ck = (principal, target, model, default_model)
+    hit = sinks.get(ck)
+    if hit is None or hit[0] != minute or hit[1] != ledger.generation:
+        if len(sinks) > 4096:
+            sinks.clear()
+        got = ledger.sinks(
+            minute,
+            principal.name if principal is not None else None,
+            principal.team if principal is not None else None,
+            principal.tag_list if principal is not None else (),
+            model,
+            target.label_for(default_model),
+        )
+        if got is None:  # the ledger's queue is full (counted there)
+            return
+        hit = sinks[ck] = (minute, ledger.generation, got)
+    prompt, completion, _, cached = paid[1]
+    accumulate(hit[2], prompt, completion, cached, paid[2] or 0.0, paid[3])
+    ledger.recorded += 1
 
 
 def _body(req: ParsedRequest | None, mreq: anthropic_api.MessagesRequest | None) -> bytes | None:
@@ -533,7 +549,7 @@ class Gateway:
         self.meter = Meter(cfg)
         #: Spend (journaled to the ledger) and budgets (docs/budgets.md); opened at start-up.
         self.budgets: Budgets | None = None
-        #: The ledger sums each (caller, target, model) adds to this minute (see _Bill.journal).
+        #: The ledger sums each (caller, target, model) adds to this minute (see _journal).
         self._sinks: dict[Any, Any] = {}
         #: The admin API and the run-time keys it manages (started with the worker).
         self.admin: AdminAPI | None = None
@@ -668,13 +684,21 @@ class Gateway:
         request_id = b""
         content_length = -1
         controls = False  # x-fastgw-* request headers present (routing reads them)
+        authorization: bytes | None = None  # the first one
+        api_key: bytes | None = None  # the last one
         for name, value in scope["headers"]:
             if name == b"x-request-id":
                 request_id = value
             elif name == b"content-length":
                 content_length = int(value) if value.isdigit() else -1
-            elif name[0] == 0x78 and name[:9] == b"x-fastgw-":  # 'x' first: 4x cheaper
-                controls = True
+            elif name == b"authorization":
+                if authorization is None:
+                    authorization = value
+            elif name[0] == 0x78:  # 'x' first: 4x cheaper
+                if name[:9] == b"x-fastgw-":
+                    controls = True
+                elif name == b"x-api-key":
+                    api_key = value
         ctx_id = _request_id(request_id)
         route = self.routes.get(path)
         watcher: _DisconnectWatch | None = None
@@ -703,7 +727,7 @@ class Gateway:
                 )
             principal = None
             if self.keys.enabled and path.startswith("/v1/"):
-                principal = self.keys.authenticate(scope["headers"])
+                principal = self.keys.authenticate_values(authorization, api_key)
             if isinstance(action, Endpoint):
                 watcher = self._watch(receive)
                 # passed without a local, so _serve alone holds the request (and drops it
@@ -1071,7 +1095,7 @@ class Gateway:
             principal.check_passthrough()
         targets = _eligible(route, facts, principal)
         budgets = self.budgets
-        budgeted = budgets is not None and principal is not None and budgets.active
+        budgeted = budgets is not None and principal is not None and bool(budgets.scopes)
         # the prompt's tokens, estimated in _core (µs per KiB) only when needed now: for the
         # limits and budgets, or when the body might not fit a context window (else an
         # answer without usage estimates it at the end; a big streamed body is estimated
@@ -1084,7 +1108,7 @@ class Gateway:
             or (stream and len(raw) > _KEEP_FOR_BILLING)
             or self.meter.may_overflow(targets, default_model, len(raw))
         ):
-            estimate = estimate_prompt(raw)
+            estimate = estimate_json(raw) or 1  # estimate_prompt, one call fewer
             targets = self.meter.fitting(targets, default_model, estimate)
         del raw
         # last of the checks: what is reserved and admitted here is given back (or settled)
@@ -1104,18 +1128,22 @@ class Gateway:
                 max_tokens,
                 endpoint,
             )
-        grant: Grant | None = None
+        grant: Admission | None = None
         if self.limiter.active:
             try:
-                try:  # in-process backends: no coroutine
-                    grant = self.limiter.admit_now(principal, route.name, estimate)
-                except Later:
+                if self.limiter.in_process:  # no coroutine (unless concurrency is limited)
+                    try:
+                        grant = self.limiter.admit_now(principal, route.name, estimate)
+                    except Later:
+                        grant = await self.limiter.admit(principal, route.name, estimate)
+                else:
                     grant = await self.limiter.admit(principal, route.name, estimate)
             except BaseException:
                 if res is not None:
                     res.settle_nowait(0.0)
                 raise
         bill: _Bill | None = None  # the answer being relayed, billed once it ends
+        paid: _Paid | None = None  # what the answer was billed
         try:
             attempts = fallbacks = 0
             last_err: GatewayError | None = None
@@ -1228,16 +1256,17 @@ class Gateway:
                             routing = [*routing, *grant.headers]
                         if res is not None:
                             routing = [*routing, *res.headers]
-                        bill = _Bill(
-                            self.meter,
-                            target,
-                            default_model,
-                            estimate,
-                            sent,
-                            req is not None and req.endpoint is Endpoint.RESPONSES,
-                            None if estimate else _body(req, mreq),
-                        )
+                        responses = req is not None and req.endpoint is Endpoint.RESPONSES
                         if sent.relay is not None and sent.stream:
+                            bill = _Bill(
+                                self.meter,
+                                target,
+                                default_model,
+                                estimate,
+                                sent,
+                                responses,
+                                None if estimate else _body(req, mreq),
+                            )
                             del (
                                 req,
                                 mreq,
@@ -1251,9 +1280,22 @@ class Gateway:
                             )
                             return
                         start, body, usage = _answer(target, sent, rid, routing)
-                        if bill.responses:
+                        if responses:
                             usage = responses_usage(body["body"])
-                        usd = bill.settle(usage, body["body"])
+                        if usage is not None:  # the provider's count, billed as it is
+                            usd = self.meter.bill(target, default_model, usage)
+                            paid = (target, usage, usd, False)
+                        else:  # estimated (the prompt, and the answer's text)
+                            bill = _Bill(
+                                self.meter,
+                                target,
+                                default_model,
+                                estimate,
+                                sent,
+                                responses,
+                                None if estimate else _body(req, mreq),
+                            )
+                            usd = bill.settle(None, body["body"])
                         if usd is not None:
                             start["headers"].append((b"x-fastgw-cost-usd", format_usd(usd)))
                         await send(start)
@@ -1276,14 +1318,13 @@ class Gateway:
             if bill is not None:
                 if not bill.done:  # a stream cut short is billed what it delivered
                     bill.settle(bill.stream_usage(), cut=True)
-                if budgets is not None:
-                    bill.journal(budgets.ledger, self._sinks, principal, model)
+                paid = bill.paid()
+            if paid is not None and budgets is not None:
+                _journal(budgets.ledger, self._sinks, principal, model, default_model, paid)
             if res is not None:  # nothing answered: the reservation is given back
-                res.settle_nowait(bill.usd or 0.0 if bill is not None else 0.0)
+                res.settle_nowait(paid[2] or 0.0 if paid is not None else 0.0)
             if grant is not None:
-                if bill is not None:
-                    grant.used_from(bill.usage)
-                grant.settle()
+                grant.settle(paid[1] if paid is not None else None)
                 if grant.slots:
                     await grant.release()
 

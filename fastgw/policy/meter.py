@@ -119,8 +119,10 @@ class Meter:
 
     def _always_fits(self) -> int:
         windows = [e.context_window for e in self.holder.current.entries.values()]
-        smallest = min(windows, default=0)
-        return int(smallest / (OVERFLOW_FACTOR * (1.0 - ESTIMATE_BOUND)))
+        #: The smallest context window of the catalog: a prompt estimated below it fits
+        #: every target (``fitting`` has nothing to look up).
+        self.smallest_window = min(windows, default=0)
+        return int(self.smallest_window / (OVERFLOW_FACTOR * (1.0 - ESTIMATE_BOUND)))
 
     def _fresh(self) -> None:
         """A new catalog was swapped in: forget what was looked up in the old one."""
@@ -159,7 +161,11 @@ class Meter:
     def fitting(self, targets: list[Target], default_model: str, estimate: int) -> list[Target]:
         """``targets`` less those whose model's context window the prompt cannot fit; 400
         ``context_length_exceeded`` when none is left (no upstream call is made)."""
+        if self.holder.swaps != self._swaps:
+            self._fresh()
         low = estimate * (1.0 - ESTIMATE_BOUND)
+        if low <= self.smallest_window:
+            return targets
         keep: list[Target] = []
         over: list[tuple[str, int]] = []
         for t in targets:
