@@ -179,19 +179,19 @@ class _Bill:
         default_model: str,
         estimate: int,
         sent: _Sent,
-        responses: bool,
-        raw: bytes | None = None,
+        req: ParsedRequest | None,
+        mreq: anthropic_api.MessagesRequest | None,
     ) -> None:
         self.meter = meter
         #: The request body, to estimate the prompt from if it was not yet (0) and the
-        #: answer has no usage.
-        self.raw = raw
+        #: answer has no usage (only the body is kept, not the request).
+        self.raw = None if estimate else _body(req, mreq)
         self.target = target
         self.default_model = default_model
         self.estimate = estimate
         self.sent = sent
         #: A Responses API answer: its usage has its own shape (``input_tokens`` …).
-        self.responses = responses
+        self.responses = req is not None and req.endpoint is Endpoint.RESPONSES
         #: Usage read off the relayed events (Responses API streams).
         self.reported: Usage | None = None
         self.done = False
@@ -1256,16 +1256,9 @@ class Gateway:
                             routing = [*routing, *grant.headers]
                         if res is not None:
                             routing = [*routing, *res.headers]
-                        responses = req is not None and req.endpoint is Endpoint.RESPONSES
                         if sent.relay is not None and sent.stream:
                             bill = _Bill(
-                                self.meter,
-                                target,
-                                default_model,
-                                estimate,
-                                sent,
-                                responses,
-                                None if estimate else _body(req, mreq),
+                                self.meter, target, default_model, estimate, sent, req, mreq
                             )
                             del (
                                 req,
@@ -1280,20 +1273,14 @@ class Gateway:
                             )
                             return
                         start, body, usage = _answer(target, sent, rid, routing)
-                        if responses:
+                        if req is not None and req.endpoint is Endpoint.RESPONSES:
                             usage = responses_usage(body["body"])
                         if usage is not None:  # the provider's count, billed as it is
                             usd = self.meter.bill(target, default_model, usage)
                             paid = (target, usage, usd, False)
                         else:  # estimated (the prompt, and the answer's text)
                             bill = _Bill(
-                                self.meter,
-                                target,
-                                default_model,
-                                estimate,
-                                sent,
-                                responses,
-                                None if estimate else _body(req, mreq),
+                                self.meter, target, default_model, estimate, sent, req, mreq
                             )
                             usd = bill.settle(None, body["body"])
                         if usd is not None:

@@ -199,12 +199,15 @@ def test_bill_is_the_catalogs_cost_bit_for_bit(
 
 
 def test_a_responses_stream_counts_its_delta_text_once(tmp_path: Path) -> None:
+    from fastgw.api.openai import Endpoint, parse_request
     from fastgw.app import _Bill
 
     meter, _ = meter_and_router(tmp_path)
     sent = SimpleNamespace(delivered=0, relay=None, resp=SimpleNamespace(status=200))
     target = cast(Target, SimpleNamespace(model="big-model"))
-    bill = _Bill(meter, target, "m", 30, cast(Any, sent), True)
+    req = parse_request(Endpoint.RESPONSES, b'{"model":"m","input":"hi","stream":true}')
+    bill = _Bill(meter, target, "m", 30, cast(Any, sent), req, None)
+    assert bill.responses
     deltas = b"".join(
         b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta",'
         b'"delta":"hello there world "}\n\n'
