@@ -710,7 +710,14 @@ class Gateway:
                 ingress = self.ingress.get(path)
                 if ingress is not None and scope["method"] == "POST":
                     await self._anthropic_ingress(
-                        ingress, scope, receive, send, ctx_id, content_length
+                        ingress,
+                        scope,
+                        receive,
+                        send,
+                        ctx_id,
+                        content_length,
+                        authorization,
+                        api_key,
                     )
                     return
                 if self.demo is not None and path.startswith("/_demo/"):
@@ -900,11 +907,14 @@ class Gateway:
         send: Send,
         rid: bytes,
         content_length: int,
+        authorization: bytes | None,
+        api_key: bytes | None,
     ) -> None:
-        """Read the body and run ``handler``; errors in Anthropic's shape."""
+        """Read the body and run ``handler``; errors in Anthropic's shape. ``authorization``
+        and ``api_key``: the key headers the request's header scan found."""
         try:
             if self.keys.enabled:
-                scope["fastgw.principal"] = self.keys.authenticate(scope["headers"])
+                scope["fastgw.principal"] = self.keys.authenticate_values(authorization, api_key)
             body = await self._read_body(receive, content_length)
             await handler(scope, receive, send, body, rid)
         except GatewayError as err:

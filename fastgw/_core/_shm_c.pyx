@@ -273,18 +273,20 @@ cdef class Admitted:
         """Concurrency slots held: none (``admit`` takes none)."""
         return _NO_SLOTS
 
-    def used_from(self, usage):
-        """Record the provider's usage ``(prompt, completion, total, cached)``."""
+    cdef inline void _record(self, object usage) except *:
         if usage is not None:
             self.used = usage[2] or usage[0] + usage[1]
+
+    def used_from(self, usage):
+        """Record the provider's usage ``(prompt, completion, total, cached)``."""
+        self._record(usage)
 
     def settle(self, usage=None):
         """Settle the reserved tokens with the real usage (``usage``, else what
         ``used_from`` recorded; unknown: the estimate stands), once: the difference goes
         back to (or is taken from) every tokens bucket of the admission (at the ``now``
         the admission was given, if it was given one)."""
-        if usage is not None:
-            self.used = usage[2] or usage[0] + usage[1]
+        self._record(usage)
         if self.settled:
             return
         self.settled = True

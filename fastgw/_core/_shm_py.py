@@ -432,8 +432,7 @@ class Admitted:
         ``used_from`` recorded; unknown: the estimate stands), once: the difference goes
         back to (or is taken from) every tokens bucket of the admission (at the ``now``
         the admission was given, if it was given one)."""
-        if usage is not None:
-            self.used = usage[2] or usage[0] + usage[1]
+        self.used_from(usage)
         if self._settled:
             return
         self._settled = True

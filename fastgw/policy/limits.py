@@ -204,8 +204,7 @@ class Grant:
         """Settle the reserved tokens with the real usage (``usage``, else what
         ``used_from`` recorded; unknown: the estimate stands): at once in-process, else
         queued and sent in batches off the request's path."""
-        if usage is not None:
-            self.used = usage[2] or usage[0] + usage[1]
+        self.used_from(usage)
         used = self.used
         plan = self.plan
         if plan is not None and used is not None and used != self.estimate:

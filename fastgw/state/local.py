@@ -86,10 +86,10 @@ class LocalState:
         return [Verdict(*v) for v in got]
 
     def prepare(self, buckets: list[tuple[str, Limit]]) -> object:
-        return self.table.prepare([(k, lim.capacity, lim.rate) for k, lim in buckets])
+        return self.prepare_admission(buckets, None)
 
     def prepare_admission(
-        self, buckets: list[tuple[str, Limit]], roles: list[tuple[bool, bytes]]
+        self, buckets: list[tuple[str, Limit]], roles: list[tuple[bool, bytes]] | None
     ) -> object:
         """``prepare`` for ``admit_now`` too: ``roles`` says per bucket whether it gives
         the token estimate (else one request) and its limit as header bytes."""

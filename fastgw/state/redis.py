@@ -466,6 +466,11 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
+def _noscript(exc: BaseException) -> bool:
+    """Whether ``exc`` is Redis saying it does not have the script (its cache was lost)."""
+    return isinstance(exc, RespError) and str(exc).startswith("NOSCRIPT")
+
+
 def _unavailable(exc: BaseException) -> bool:
     """Whether ``exc`` means Redis can't serve now (as opposed to a wrong call)."""
     if isinstance(exc, RespError):
@@ -532,11 +537,7 @@ class RedisState:
         try:
             result = await fn()
         except BaseException as exc:
-            if not _unavailable(exc):
-                self._probing = False
-                raise
-            self._failed(exc)
-            raise StateUnavailable(f"redis unreachable: {_describe(exc)}") from exc
+            raise self._unreachable(exc) from exc
         if self._down_until:
             log.warning("state: redis %s reachable again", redact_url(self.url))
             self._down_until = 0.0
@@ -551,14 +552,15 @@ class RedisState:
         self._down_until = time.monotonic() + self.backoff
         self._probing = False
 
-    def _fell(self, exc: BaseException) -> MemoryState:
-        """A call that went straight to the connection failed with ``exc``: re-raised
-        unless it means Redis can't serve (then as ``_call`` does: counted, the fallback
-        to answer from, or ``StateUnavailable`` when failing closed)."""
+    def _unreachable(self, exc: BaseException) -> StateUnavailable:
+        """A call to Redis failed with ``exc``: re-raised unless it means Redis can't serve
+        (a wrong call, a cancellation); else counted (``_failed``) and returned as the
+        ``StateUnavailable`` to raise or to fall back from."""
         if not _unavailable(exc):
+            self._probing = False
             raise exc
         self._failed(exc)
-        return self._degraded(StateUnavailable(f"redis unreachable: {_describe(exc)}"))
+        return StateUnavailable(f"redis unreachable: {_describe(exc)}")
 
     def _degraded(self, exc: StateUnavailable) -> MemoryState:
         """The fallback to answer from (``open``), or ``exc`` raised (``closed``)."""
@@ -595,10 +597,10 @@ class RedisState:
                 self._lost_script(script, exc)
         return await self._eval(script, keys, args_of())
 
-    def _lost_script(self, script: _Script, exc: RespError) -> None:
+    def _lost_script(self, script: _Script, exc: BaseException) -> None:
         """Redis answered ``NOSCRIPT`` (it lost its script cache): send the script again.
-        Any other error reply is the caller's."""
-        if not str(exc).startswith("NOSCRIPT"):
+        Any other error is the caller's."""
+        if not _noscript(exc):
             raise exc
         self._loaded.discard(script.sha)
 
@@ -638,12 +640,11 @@ class RedisState:
                 reply = await conn.send(p.frame(ns))
                 if type(reply) is RespError:
                     raise reply
-            except RespError as exc:
-                if not str(exc).startswith("NOSCRIPT"):
-                    return self._fell(exc).take_prepared_now(p.buckets, ns)
-                self._loaded.discard(TAKE_MANY.sha)
-            except (OSError, TimeoutError) as exc:
-                return self._fell(exc).take_prepared_now(p.buckets, ns)
+            except BaseException as exc:
+                if not _noscript(exc):
+                    unavailable = self._unreachable(exc)
+                    return self._degraded(unavailable).take_prepared_now(p.buckets, ns)
+                self._lost_script(TAKE_MANY, exc)  # the general way below loads it again
             else:
                 return int(reply[0]) == 1, [float(x) for x in reply[1:]]
         try:
