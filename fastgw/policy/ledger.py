@@ -41,7 +41,6 @@ nothing).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import sqlite3
@@ -52,6 +51,7 @@ import msgspec
 
 from ..config.schema import BudgetsConfig
 from ..datadir import SQLiteFile, data_file, transaction
+from ..tasks import stop_task
 
 __all__ = [
     "QUERY_BY",
@@ -364,10 +364,7 @@ class Ledger:
         """Stop the flusher, write what is queued (``flush=False``: drop it, as a crash
         would) and close the file."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_task(task)
         await self._file.drain()  # writes under way (their batches left the queue)
         if flush:
             await self.flush()

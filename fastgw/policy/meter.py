@@ -22,7 +22,6 @@ config's ``catalog.models``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 import msgspec
 
@@ -31,6 +30,7 @@ from ..api.errors import GatewayError
 from ..catalog import CatalogHolder, CatalogWatcher, ModelEntry, cost, default_path
 from ..config.schema import GatewayConfig
 from ..routing.router import Target
+from ..tasks import stop_task
 
 __all__ = [
     "ESTIMATE_BOUND",
@@ -112,10 +112,7 @@ class Meter:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_task(task)
 
     def _always_fits(self) -> int:
         windows = [e.context_window for e in self.holder.current.entries.values()]

@@ -27,11 +27,11 @@ loaded. ``health()`` reports the state for ``/readyz``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
 
+from ..tasks import stop_task
 from .store import BudgetRecord, BudgetStore, KeyRecord, RecordStore
 
 __all__ = ["KeySync"]
@@ -86,10 +86,7 @@ class KeySync:
     async def stop(self) -> None:
         """Stop the task and wait for it to end."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_task(task)
 
     async def poll(self) -> bool:
         """One poll: load the records when the version changed (or a full read is due).

@@ -67,6 +67,7 @@ from typing import Any, TypeVar, cast
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from ..config.schema import StateConfig
+from ..tasks import stop_task
 from .base import (
     Charge,
     Limit,
@@ -832,11 +833,8 @@ class RedisState:
         """Stop refreshing slots, give back those still held (unless ``release_slots`` is
         false, which behaves like a crash: they expire within ``slot_ttl``), disconnect."""
         self._closed = True
-        if self._refresher is not None:
-            self._refresher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._refresher
-            self._refresher = None
+        refresher, self._refresher = self._refresher, None
+        await stop_task(refresher)
         held = self._held_in_redis()
         self._held.clear()
         if release_slots and held:
