@@ -239,6 +239,19 @@ def gateway_config(mock: Proc) -> dict[str, Any]:
     }
 
 
+async def redis_forget(prefix: str, url: str = "redis://127.0.0.1:6379/0") -> None:
+    """Delete every key under ``prefix`` on the tests' Redis (what a test left behind)."""
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(url)
+    try:
+        keys = [k async for k in client.scan_iter(match=prefix + "*")]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()
+
+
 def redis_up() -> bool:
     """Does a Redis answer on 127.0.0.1:6379 (the tests' Redis; CI starts one)?"""
     try:

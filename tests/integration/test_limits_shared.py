@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.servers import SECRET, Proc, redis_up, start_gateway
+from tests.servers import SECRET, Proc, redis_forget, redis_up, start_gateway
 
 pytestmark = pytest.mark.integration
 
@@ -84,13 +84,7 @@ def redis_gws(mock: Proc) -> Iterator[list[Proc]]:
     yield [a, b]
     a.stop()
     b.stop()
-    import redis  # the test suite's own cleanup of its keys
-
-    client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
-    keys = list(client.scan_iter(match=state["prefix"] + "*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
+    asyncio.run(redis_forget(state["prefix"]))  # the test suite's own cleanup of its keys
 
 
 async def test_workers_share_one_limit(http: aiohttp.ClientSession, local_gw: Proc) -> None:
@@ -176,7 +170,5 @@ async def test_slots_of_every_scope_come_back_when_clients_leave_after_the_answe
         assert await r.zcard(f"{prefix}s:conc:team:t") == 0
     finally:
         await asyncio.to_thread(gw.stop)
-        keys = [k async for k in r.scan_iter(match=f"{prefix}*")]
-        if keys:
-            await r.delete(*keys)
         await r.aclose()
+        await redis_forget(prefix)

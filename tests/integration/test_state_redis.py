@@ -15,7 +15,7 @@ import pytest
 
 from fastgw.config.schema import StateConfig
 from fastgw.state import Charge, Limit, Take, open_state, take
-from tests.servers import redis_up
+from tests.servers import redis_forget, redis_up
 
 pytestmark = pytest.mark.integration
 
@@ -37,13 +37,7 @@ Hosts = Callable[..., RedisState]
 async def prefix() -> AsyncIterator[str]:
     p = f"fastgw-it-{uuid.uuid4().hex[:10]}:"
     yield p
-    r = Redis.from_url(URL)
-    try:
-        keys = [k async for k in r.scan_iter(match=f"{p}*")]
-        if keys:
-            await r.delete(*keys)
-    finally:
-        await r.aclose()
+    await redis_forget(p, URL)
 
 
 @pytest.fixture

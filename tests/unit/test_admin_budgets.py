@@ -30,7 +30,7 @@ from fastgw.policy.store import (
 from fastgw.policy.sync import KeySync
 from fastgw.state import charge
 from fastgw.state.memory import MemoryState
-from tests.servers import redis_up
+from tests.servers import redis_forget, redis_up
 from tests.unit.test_admin_api import TOKEN, call
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -65,15 +65,7 @@ async def any_store(
         yield r
     finally:
         await r.close()
-        import redis.asyncio as aioredis
-
-        client = aioredis.Redis.from_url(REDIS_URL)
-        try:
-            keys = [k async for k in client.scan_iter(match=prefix + "*")]
-            if keys:
-                await client.delete(*keys)
-        finally:
-            await client.aclose()
+        await redis_forget(prefix, REDIS_URL)
 
 
 async def test_budget_records_in_both_stores(

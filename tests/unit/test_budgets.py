@@ -28,7 +28,7 @@ from fastgw.policy.ledger import Ledger, SpendEvent
 from fastgw.policy.store import BudgetRecord, now_iso
 from fastgw.state import Charge, Spent, State, StateUnavailable
 from fastgw.state.memory import MemoryState
-from tests.servers import redis_up
+from tests.servers import redis_forget, redis_up
 
 DAY = 86400.0
 
@@ -487,15 +487,7 @@ async def shared(
     redis = RedisState(prefix=prefix, timeout=5.0)
     yield redis
     await redis.close()
-    import redis.asyncio as aioredis
-
-    client = aioredis.Redis.from_url("redis://127.0.0.1:6379/0")
-    try:
-        keys = [k async for k in client.scan_iter(match=prefix + "*")]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()
+    await redis_forget(prefix)
 
 
 @pytest.mark.parametrize("over", [1.0, 1.5], ids=["actual<=reserved", "actual-up-to-1.5x"])

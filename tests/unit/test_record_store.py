@@ -31,7 +31,7 @@ from fastgw.policy.store import (
     open_record_store,
     to_key_config,
 )
-from tests.servers import redis_up
+from tests.servers import redis_forget, redis_up
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -43,18 +43,6 @@ def record(name: str, **kw: object) -> KeyRecord:
     values: dict[str, object] = {"hash": key_hash(f"secret-of-{name}"), "created_at": now_iso()}
     values.update(kw)
     return msgspec.convert({"name": name, **values}, KeyRecord)
-
-
-async def _redis_cleanup(prefix: str) -> None:
-    import redis.asyncio as aioredis
-
-    client = aioredis.Redis.from_url(REDIS_URL)
-    try:
-        keys = [k async for k in client.scan_iter(match=prefix + "*")]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("redis", marks=_no_redis)])
@@ -72,7 +60,7 @@ async def store(
         yield s
     finally:
         await s.close()
-        await _redis_cleanup(prefix)
+        await redis_forget(prefix, REDIS_URL)
 
 
 async def test_put_get_list_delete_and_version(store: RecordStore) -> None:

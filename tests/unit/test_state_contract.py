@@ -15,7 +15,7 @@ import pytest
 
 from fastgw.config.schema import StateConfig
 from fastgw.state import Charge, Limit, State, Take, charge, open_state, take
-from tests.servers import redis_up
+from tests.servers import redis_forget, redis_up
 
 
 def _backends() -> list[object]:
@@ -43,15 +43,7 @@ async def state(request: pytest.FixtureRequest, tmp_path: object) -> AsyncIterat
     yield s
     await s.close()
     if name == "redis":  # leave nothing behind on the shared server
-        import redis.asyncio as aioredis
-
-        client = aioredis.Redis.from_url(cfg.redis_url)
-        try:
-            keys = [k async for k in client.scan_iter(match=cfg.prefix + "*")]
-            if keys:
-                await client.delete(*keys)
-        finally:
-            await client.aclose()
+        await redis_forget(cfg.prefix, cfg.redis_url)
 
 
 def key(label: str) -> str:
