@@ -1,6 +1,7 @@
 """Stub for the compiled twin ``fastgw._core._shm_c`` (same API as ``_shm_py``)."""
 
-from typing import final
+from collections.abc import Callable
+from typing import Any, final
 
 from ._shm_py import DEFAULT_ENTRIES as DEFAULT_ENTRIES
 from ._shm_py import ENTRY_SIZE as ENTRY_SIZE
@@ -18,6 +19,7 @@ __all__ = [
     "HEADER_SIZE",
     "MAGIC",
     "VERSION",
+    "Admissions",
     "Admitted",
     "LayoutError",
     "ShmTable",
@@ -53,6 +55,18 @@ class Admitted:
     async def finish(self) -> None: ...
 
 @final
+class Admissions:
+    def __init__(
+        self,
+        table: ShmTable,
+        miss: Callable[[Any, str, float], Any],
+        refused: Callable[[Prepared, Any, str, float], Any],
+    ) -> None: ...
+    def set(self, caller: Any, model: str, handle: Prepared | None) -> None: ...
+    def clear(self) -> None: ...
+    def admit(self, caller: Any, model: str, tokens: float) -> Any: ...
+
+@final
 class ShmTable:
     @property
     def path(self) -> str: ...
@@ -69,6 +83,11 @@ class ShmTable:
     ) -> tuple[bool, list[float]]: ...
     def admit(self, p: Prepared, tokens: float, now: float = -1.0) -> Admitted | None: ...
     def refund(self, p: Prepared, n: float, now: float = -1.0) -> None: ...
+    def admissions(
+        self,
+        miss: Callable[[Any, str, float], Any],
+        refused: Callable[[Prepared, Any, str, float], Any],
+    ) -> Admissions: ...
     def take_many(
         self, takes: list[tuple[str, float, float, float]], now: float
     ) -> list[tuple[bool, float, float, float]]: ...

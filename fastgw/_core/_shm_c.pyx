@@ -30,6 +30,7 @@ from fastgw._core._shm_py import (
 )
 
 __all__ = [
+    "Admissions",
     "Admitted",
     "DEFAULT_ENTRIES",
     "ENTRY_SIZE",
@@ -299,6 +300,56 @@ cdef class Admitted:
     async def finish(self):
         """``settle``."""
         self.settle()
+
+
+cdef object _MISSING = object()
+cdef Py_ssize_t MAX_ADMISSIONS = 65536  # _shm_py.MAX_ADMISSIONS
+
+
+cdef class Admissions:
+    """Prepared admissions of one table by (caller, model), so that a request is admitted
+    in one call (``ShmTable.admit`` with the pair's handle, on this process's clock).
+    A pair not ``set`` yet is answered by ``miss(caller, model, tokens)`` (which may
+    ``set`` it); a take that did not happen by ``refused(handle, caller, model, tokens)``,
+    which raises the refusal. ``caller`` is any hashable (the limiter's principal)."""
+
+    cdef ShmTable table
+    cdef dict handles
+    cdef object miss
+    cdef object refused
+
+    def __init__(self, ShmTable table, miss, refused):
+        self.table = table
+        self.handles = {}
+        self.miss = miss
+        self.refused = refused
+
+    def set(self, caller, str model, handle):
+        """What admits ``caller`` on ``model`` from now on: a ``Prepared`` with roles, or
+        None (nothing limits the pair). Past ``MAX_ADMISSIONS`` pairs, all are forgotten
+        first."""
+        if handle is not None and not (<Prepared?>handle).admits:
+            raise ValueError("this handle was prepared without roles")
+        if len(self.handles) >= MAX_ADMISSIONS:
+            self.handles.clear()
+        self.handles[(caller, model)] = handle
+
+    def clear(self):
+        """Forget every pair (the limits or the callers changed)."""
+        self.handles.clear()
+
+    def admit(self, caller, str model, tokens):
+        """``ShmTable.admit`` of the pair's handle: its ``Admitted``, None when nothing
+        limits the pair, else what ``miss`` or ``refused`` answers."""
+        h = self.handles.get((caller, model), _MISSING)
+        if h is _MISSING:
+            return self.miss(caller, model, tokens)
+        if h is None:
+            return None
+        a = self.table._admit(<Prepared>h, tokens, -1.0)
+        if a is None:
+            return self.refused(h, caller, model, tokens)
+        return a
 
 
 cdef class ShmTable:
@@ -654,6 +705,13 @@ cdef class ShmTable:
         taken, an ``Admitted`` with the ``x-ratelimit-*`` headers of the tightest bucket of
         each kind (a list, as ``_ratelimit.rate_headers`` makes it); None when refused
         (``p.balances()`` tells why). ``now`` < 0: this process's ``time.monotonic()``."""
+        return self._admit(p, tokens, now)
+
+    def admissions(self, miss, refused):
+        """An ``Admissions`` of this table (see there)."""
+        return Admissions(self, miss, refused)
+
+    cdef object _admit(self, Prepared p, double tokens, double now):
         self._check_open()
         if not p.admits:
             raise ValueError("this handle was prepared without roles")

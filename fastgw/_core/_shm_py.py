@@ -102,6 +102,7 @@ __all__ = [
     "HEADER_SIZE",
     "MAGIC",
     "VERSION",
+    "Admissions",
     "Admitted",
     "LayoutError",
     "ShmTable",
@@ -447,6 +448,60 @@ class Admitted:
         self.settle()
 
 
+#: Most (caller, model) pairs an ``Admissions`` remembers (past it, all are forgotten).
+MAX_ADMISSIONS = 65536
+_MISSING = object()
+
+
+class Admissions:
+    """Prepared admissions of one table by (caller, model), so that a request is admitted
+    in one call (``ShmTable.admit`` with the pair's handle, on this process's clock).
+    A pair not ``set`` yet is answered by ``miss(caller, model, tokens)`` (which may
+    ``set`` it); a take that did not happen by ``refused(handle, caller, model, tokens)``,
+    which raises the refusal. ``caller`` is any hashable (the limiter's principal)."""
+
+    __slots__ = ("_handles", "_miss", "_refused", "_table")
+
+    def __init__(
+        self,
+        table: ShmTable,
+        miss: Callable[[Any, str, float], Any],
+        refused: Callable[[Prepared, Any, str, float], Any],
+    ) -> None:
+        self._table = table
+        self._handles: dict[tuple[Any, str], Prepared | None] = {}
+        self._miss = miss
+        self._refused = refused
+
+    def set(self, caller: Any, model: str, handle: Prepared | None) -> None:
+        """What admits ``caller`` on ``model`` from now on: a ``Prepared`` with roles, or
+        None (nothing limits the pair). Past ``MAX_ADMISSIONS`` pairs, all are forgotten
+        first."""
+        if handle is not None and not handle.admits:
+            raise ValueError("this handle was prepared without roles")
+        if len(self._handles) >= MAX_ADMISSIONS:
+            self._handles.clear()
+        self._handles[caller, model] = handle
+
+    def clear(self) -> None:
+        """Forget every pair (the limits or the callers changed)."""
+        self._handles.clear()
+
+    def admit(self, caller: Any, model: str, tokens: float) -> Any:
+        """``ShmTable.admit`` of the pair's handle: its ``Admitted``, None when nothing
+        limits the pair, else what ``miss`` or ``refused`` answers."""
+        h = self._handles.get((caller, model), _MISSING)
+        if h is _MISSING:
+            return self._miss(caller, model, tokens)
+        if h is None:
+            return None
+        assert isinstance(h, Prepared)
+        a = self._table.admit(h, tokens)
+        if a is None:
+            return self._refused(h, caller, model, tokens)
+        return a
+
+
 class ShmTable:
     """Token buckets, concurrency slots, counters and charge counters in the shared file
     ``path`` (see the module docstring); every method is atomic across processes. ``now`` is
@@ -655,6 +710,14 @@ class ShmTable:
             tok_reset,
         )
         return Admitted(self, p, tokens, headers, at)
+
+    def admissions(
+        self,
+        miss: Callable[[Any, str, float], Any],
+        refused: Callable[[Prepared, Any, str, float], Any],
+    ) -> Admissions:
+        """An ``Admissions`` of this table (see there)."""
+        return Admissions(self, miss, refused)
 
     def refund(self, p: Prepared, n: float, now: float = -1.0) -> None:
         """Add ``n`` tokens (negative: take them) to each tokens bucket of an admission,

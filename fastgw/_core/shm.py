@@ -12,18 +12,26 @@ from typing import TYPE_CHECKING
 
 from . import NO_EXTENSIONS
 
-__all__ = ["COMPILED", "DEFAULT_ENTRIES", "Admitted", "LayoutError", "ShmTable", "TableFull"]
+__all__ = [
+    "COMPILED",
+    "DEFAULT_ENTRIES",
+    "Admissions",
+    "Admitted",
+    "LayoutError",
+    "ShmTable",
+    "TableFull",
+]
 
 if TYPE_CHECKING or NO_EXTENSIONS:
-    from ._shm_py import DEFAULT_ENTRIES, Admitted, LayoutError, ShmTable, TableFull
+    from ._shm_py import DEFAULT_ENTRIES, Admissions, Admitted, LayoutError, ShmTable, TableFull
 
     COMPILED: bool = False
 else:
     try:
-        from ._shm_c import DEFAULT_ENTRIES, Admitted, LayoutError, ShmTable, TableFull
+        from ._shm_c import DEFAULT_ENTRIES, Admissions, Admitted, LayoutError, ShmTable, TableFull
 
         COMPILED = True
     except ImportError:  # not built (e.g. a source checkout): use the reference twin
-        from ._shm_py import DEFAULT_ENTRIES, Admitted, LayoutError, ShmTable, TableFull
+        from ._shm_py import DEFAULT_ENTRIES, Admissions, Admitted, LayoutError, ShmTable, TableFull
 
         COMPILED = False

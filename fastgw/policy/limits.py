@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import math
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Protocol, cast
+from typing import Any, NoReturn, Protocol, cast
 
 from .._core.ratelimit import rate_headers
 from ..api.errors import GatewayError
@@ -254,8 +254,13 @@ class Limiter:
         #: The backend's in-process take (``take_prepared_now``), if it has one.
         self._take_now: Callable[[object, list[float]], tuple[bool, list[float]]] | None = None
         self.in_process = False
+        #: ``admit`` without a coroutine (see ``_admit_in_process``); with ``local``, the
+        #: compiled ``Admissions.admit`` of the shared table, which calls back only for a
+        #: (principal, model) seen for the first time and for a refusal.
+        self.admit_now: _AdmitNowFn = self._admit_in_process
+        self._admissions: Any = None
         self._prepare_admission: _PrepareAdmission | None = None
-        self._admit_now: _AdmitNow | None = None
+        self._state_admit: _AdmitNow | None = None
         self._refund_now: Callable[[object, float], None] | None = None
         self._admit_once: _AdmitOnce | None = None
         self._prepare_admit: _PrepareAdmit | None = None
@@ -280,8 +285,13 @@ class Limiter:
         self.in_process = self._take_now is not None
         # an in-process admission in one call, headers included, and its settlement (local)
         self._prepare_admission = getattr(state, "prepare_admission", None)
-        self._admit_now = getattr(state, "admit_now", None)
+        self._state_admit = getattr(state, "admit_now", None)
         self._refund_now = getattr(state, "refund_now", None)
+        admissions = getattr(state, "admissions", None)
+        self._admissions = admissions(self._first_seen, self._refused) if admissions else None
+        self.admit_now = (
+            self._admit_in_process if self._admissions is None else self._admissions.admit
+        )
         # a backend that takes slots and buckets in one round trip (redis)
         self._admit_once = getattr(state, "admit_prepared", None)
         self._prepare_admit = getattr(state, "prepare_admit", None)
@@ -291,6 +301,8 @@ class Limiter:
         """The keys changed at run time (admin API): their limits from now on."""
         self.keys = _key_scopes(keys)
         self._plans = {}
+        if self._admissions is not None:
+            self._admissions.clear()
         self.active = bool(self.global_ or self.models or self.teams or self.keys)
 
     async def usage(self, name: str) -> dict[str, object]:
@@ -397,10 +409,12 @@ class Limiter:
                 headers=[(b"retry-after", b"1")],
             ) from None
 
-    def admit_now(self, principal: Principal | None, model: str, estimate: int) -> Admission | None:
+    def _admit_in_process(
+        self, principal: Principal | None, model: str, estimate: int
+    ) -> Admission | None:
         """``admit`` without a coroutine, for a backend that answers in-process (``local``,
         ``memory``) and a request no concurrency limit applies to; raises ``Later`` when
-        ``admit`` must be awaited instead."""
+        ``admit`` must be awaited instead. (Called as ``admit_now``.)"""
         take = self._take_now
         if take is None:
             raise Later
@@ -409,17 +423,40 @@ class Limiter:
             return None
         if plan.slots:
             raise Later
-        admit = self._admit_now
+        admit = self._state_admit
         if admit is not None:  # one compiled call: the take, the headers, the settlement
             got = admit(plan.handle, estimate)
             if got is None:
-                raise plan.refusal(
-                    cast(Any, plan.handle).balances(), self._amounts(plan, estimate), estimate
-                )
+                self._refuse(plan, estimate)
             return got
         ns = self._amounts(plan, estimate)
         ok, remaining = take(plan.handle, ns)
         return self._granted(plan, ok, remaining, ns, estimate, [])
+
+    def _refuse(self, plan: _Plan, estimate: int) -> NoReturn:
+        """The 429 of an in-process admission that did not take (its handle's balances)."""
+        balances = cast(Any, plan.handle).balances()
+        raise plan.refusal(balances, self._amounts(plan, estimate), estimate)
+
+    def _first_seen(
+        self, principal: Principal | None, model: str, estimate: int
+    ) -> Admission | None:
+        """``Admissions`` met this principal and model for the first time: tell it what
+        admits them (unless concurrency limits them: those go the awaited way), then
+        admit this request."""
+        assert self._admissions is not None
+        plan = self._plan(principal, model)
+        if plan is None or not plan.slots:
+            self._admissions.set(principal, model, plan.handle if plan is not None else None)
+        return self._admit_in_process(principal, model, estimate)
+
+    def _refused(
+        self, handle: object, principal: Principal | None, model: str, estimate: int
+    ) -> NoReturn:
+        """``Admissions``' take did not happen: the 429."""
+        plan = self._plan(principal, model)
+        assert plan is not None and plan.handle is handle
+        self._refuse(plan, estimate)
 
     def _plan(self, principal: Principal | None, model: str) -> _Plan | None:
         """What admission does for this key and model (built on first use)."""
@@ -508,6 +545,7 @@ class Limiter:
 
 _PrepareAdmission = Callable[[list[tuple[str, Limit]], list[tuple[bool, bytes]]], object]
 _AdmitNow = Callable[[object, float], "Admission | None"]
+_AdmitNowFn = Callable[[Principal | None, str, int], "Admission | None"]
 _AdmitOnce = Callable[[object, list[float]], Awaitable[tuple[int, list[float]]]]
 _PrepareAdmit = Callable[[list[tuple[str, int]], list[tuple[str, Limit]]], object]
 

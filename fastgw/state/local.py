@@ -85,6 +85,17 @@ class LocalState:
         )
         return [Verdict(*v) for v in got]
 
+    def admissions(
+        self,
+        miss: Callable[[Any, str, float], Any],
+        refused: Callable[[Any, Any, str, float], Any],
+    ) -> shm.Admissions | None:
+        """The table's ``Admissions`` (``Limiter``'s one-call admission); None on another
+        clock than ``time.monotonic`` (they read the system's)."""
+        if self.clock is not time.monotonic:
+            return None
+        return self.table.admissions(miss, refused)
+
     def prepare(self, buckets: list[tuple[str, Limit]]) -> object:
         return self.prepare_admission(buckets, None)
 

@@ -187,3 +187,37 @@ async def test_local_admission_is_one_call_with_its_settlement(tmp_path: Path) -
         assert dict(e.value.headers)[b"retry-after"] == b"20"
     finally:
         await state.close()
+
+
+async def test_local_admissions_on_the_system_clock(tmp_path: Path) -> None:
+    """On the system clock, ``admit_now`` is the table's compiled ``Admissions.admit``: the
+    first request of a (key, model) builds its plan, the next ones are one call; refusals
+    name the bucket; changed keys start afresh; concurrency limits go the awaited way."""
+    limiter, p, _, _ = setup({"rpm": 2, "tpm": 1000})
+    state = LocalState(str(tmp_path / "s.state"), 64)
+    limiter.state = state
+    try:
+        assert limiter.admit_now is not limiter._admit_in_process  # the compiled one
+        g = limiter.admit_now(p, "m", 100)
+        assert g is not None and dict(g.headers)[b"x-ratelimit-remaining-requests"] == b"1"
+        g.settle((40, 10, 50, 0))
+        g2 = limiter.admit_now(p, "m", 100)
+        assert g2 is not None and dict(g2.headers)[b"x-ratelimit-remaining-tokens"] == b"850"
+        with pytest.raises(GatewayError) as e:
+            limiter.admit_now(p, "m", 1)
+        assert e.value.status == 429 and "2 requests/minute" in e.value.message
+        assert limiter.admit_now(None, "m", 1) is None  # no scope limits a keyless request
+        limiter.update_keys([])  # the key's limits are gone
+        assert limiter.admit_now(p, "m", 1) is None
+    finally:
+        await state.close()
+    slots, p2, _, _ = setup({"concurrency": 1})
+    state = LocalState(str(tmp_path / "c.state"), 64)
+    slots.state = state
+    try:
+        with pytest.raises(Later):
+            slots.admit_now(p2, "m", 1)
+        with pytest.raises(Later):  # again: the pair is not remembered as a take
+            slots.admit_now(p2, "m", 1)
+    finally:
+        await state.close()

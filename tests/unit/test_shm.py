@@ -558,3 +558,35 @@ def test_agrees_with_the_memory_backend(shm_impl: ModuleType, ops: list[tuple[An
             else:
                 assert _run(getattr(mem, kind)(op[1])) == getattr(t, kind)(op[1])
         t.close()
+
+
+def test_admissions_admit_by_caller_and_model_and_call_back_for_the_rest(table: Any) -> None:
+    """``Admissions``: a (caller, model) pair not set yet goes to ``miss``; a set pair is
+    admitted by its handle (None: nothing limits it); a refusal goes to ``refused``."""
+    calls: list[tuple[object, ...]] = []
+
+    def miss(caller: object, model: str, tokens: object) -> str:
+        calls.append(("miss", caller, model, tokens))
+        return "from miss"
+
+    def refused(handle: object, caller: object, model: str, tokens: object) -> str:
+        calls.append(("refused", handle, caller, model, tokens))
+        return "refused"
+
+    adm = table.admissions(miss, refused)
+    p = table.prepare([("ak", 2.0, 0.0), ("at", 100.0, 0.0)], [(False, b"2"), (True, b"100")])
+    assert adm.admit("alice", "m", 10) == "from miss"
+    assert calls == [("miss", "alice", "m", 10)]  # the tokens as they came
+    adm.set("alice", "m", p)
+    adm.set(None, "m", None)
+    a = adm.admit("alice", "m", 10)
+    assert dict(a.headers)[b"x-ratelimit-remaining-tokens"] == b"90"
+    assert adm.admit(None, "m", 10) is None  # nothing limits that pair
+    assert adm.admit("alice", "other", 1) == "from miss"
+    assert adm.admit("alice", "m", 95) == "refused"  # 90 tokens left
+    assert calls[-1] == ("refused", p, "alice", "m", 95)
+    assert p.balances() == [1.0, 90.0]
+    adm.clear()
+    assert adm.admit("alice", "m", 1) == "from miss"
+    with pytest.raises(ValueError):  # a take handle is no admission handle
+        adm.set("bob", "m", table.prepare([("ak", 2.0, 0.0)]))
