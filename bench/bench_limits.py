@@ -77,6 +77,17 @@ def variants(mock_port: int, prefix: str) -> dict[str, dict[str, Any]]:
     }
 
 
+def pick(configs: dict[str, dict[str, Any]], only: str | None) -> dict[str, dict[str, Any]]:
+    """The variants named in ``only`` (separated by ``;``: the names hold commas), or all."""
+    if not only:
+        return configs
+    names = [n.strip() for n in only.split(";")]
+    unknown = [n for n in names if n not in configs]
+    if unknown:
+        raise SystemExit(f"unknown variants {unknown}; known: {list(configs)}")
+    return {k: v for k, v in configs.items() if k in names}
+
+
 def tree_cpu(pid: int) -> float:
     """CPU seconds (user + system) used so far by ``pid`` and its descendants."""
     tick = os.sysconf("SC_CLK_TCK")
@@ -131,14 +142,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=5)
-    parser.add_argument("--only", help="comma-separated variant names")
+    parser.add_argument("--only", help="variant names separated by ';'")
     parser.add_argument("--json", help="write the results here too")
     args = parser.parse_args()
     mock, mock_port = start_mock()
     prefix = uuid.uuid4().hex[:8]
-    configs = variants(mock_port, prefix)
-    if args.only:
-        configs = {k: v for k, v in configs.items() if k in args.only.split(",")}
+    configs = pick(variants(mock_port, prefix), args.only)
     results: dict[str, list[float]] = {name: [] for name in configs}
     cpu_us: dict[str, list[float]] = {name: [] for name in configs}
     order = list(configs)
