@@ -35,8 +35,9 @@ import yaml
 if __package__ in (None, ""):  # run as a script: make ``bench.*`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.ab_trees import free_port, start_mock, wait_port  # after the sys.path fix
+from bench.ab_trees import start_mock, wait_port  # after the sys.path fix
 from bench.bench_limits import KEY, pick, pin_redis, variants
+from bench.run import free_port
 
 BODY = b'{"model":"m","messages":[{"role":"user","content":"hi"}]}'
 
@@ -116,7 +117,7 @@ def measure(config: dict[str, object], args: argparse.Namespace, tmp: str) -> fl
         time.sleep(args.idle)  # what the worker does with no request, per second
         dump()
         idle = worker_total(out_dir, 3) / (args.idle + 0.5)
-        return (worker_total(out_dir, 2) - idle * busy) / args.requests
+        return float((worker_total(out_dir, 2) - idle * busy) / args.requests)
     finally:
         os.killpg(gw.pid, signal.SIGKILL)
         gw.wait()

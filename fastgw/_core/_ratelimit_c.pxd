@@ -7,3 +7,7 @@ cdef list headers_of(
     double tok_remaining,
     double tok_reset,
 )
+# ``tightest_headers`` on C arrays (``shapes``: capacity and rate of each bucket, in turn).
+cdef list tightest_of(
+    Py_ssize_t k, const double* balances, const bint* tokens, const double* shapes, list caps
+)

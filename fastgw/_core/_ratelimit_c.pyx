@@ -5,9 +5,10 @@ results for every input; see its docstring)."""
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from libc.math cimport ceil, floor
 
-__all__ = ["MAX_SHOWN", "NEVER", "rate_headers"]
+__all__ = ["MAX_BUCKETS", "MAX_SHOWN", "NEVER", "rate_headers", "tightest_headers"]
 
 NEVER = 1e9
+MAX_BUCKETS = 16
 MAX_SHOWN = 10**18
 cdef double _NEVER = 1e9
 cdef double _MAX = 1e18  # MAX_SHOWN
@@ -84,3 +85,45 @@ def rate_headers(
     double tok_reset,
 ):
     return headers_of(req_cap, req_remaining, req_reset, tok_cap, tok_remaining, tok_reset)
+
+
+cdef list tightest_of(
+    Py_ssize_t k, const double* balances, const bint* tokens, const double* shapes, list caps
+):
+    cdef Py_ssize_t i, ri = -1, ti = -1
+    cdef double req_rem = 0.0, req_reset = 0.0, tok_rem = 0.0, tok_reset = 0.0
+    for i in range(k):
+        if tokens[i]:
+            if ti < 0 or balances[i] < balances[ti]:
+                ti = i
+        elif ri < 0 or balances[i] < balances[ri]:
+            ri = i
+    if ri >= 0:
+        req_rem = balances[ri]
+        req_reset = (shapes[2 * ri] - req_rem) / shapes[2 * ri + 1]
+    if ti >= 0:
+        tok_rem = balances[ti]
+        tok_reset = (shapes[2 * ti] - tok_rem) / shapes[2 * ti + 1]
+    return headers_of(
+        caps[ri] if ri >= 0 else None,
+        req_rem,
+        req_reset,
+        caps[ti] if ti >= 0 else None,
+        tok_rem,
+        tok_reset,
+    )
+
+
+def tightest_headers(list balances, list tokens, list caps, list shapes):
+    cdef Py_ssize_t k = len(balances), i
+    cdef double b[16]
+    cdef bint t[16]
+    cdef double sh[32]
+    if not (k == len(tokens) == len(caps) and len(shapes) == 2 * k and k <= 16):
+        raise ValueError("one balance, kind, limit and two shape numbers per bucket, at most 16")
+    for i in range(k):
+        b[i] = balances[i]
+        t[i] = bool(tokens[i])
+        sh[2 * i] = shapes[2 * i]
+        sh[2 * i + 1] = shapes[2 * i + 1]
+    return tightest_of(k, b, t, sh, caps)

@@ -7,8 +7,9 @@ request, so formatting them is on the hot path (``_ratelimit_c`` formats them in
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
-__all__ = ["MAX_SHOWN", "NEVER", "rate_headers"]
+__all__ = ["MAX_BUCKETS", "MAX_SHOWN", "NEVER", "rate_headers", "tightest_headers"]
 
 #: ``reset`` at or above this many seconds: the bucket never refills (rate 0).
 NEVER = 1e9
@@ -68,3 +69,51 @@ def rate_headers(
         out.append((_TOKENS[1], _remaining(tok_remaining)))
         out.append((_TOKENS[2], _reset(tok_reset)))
     return out
+
+
+#: Most buckets ``tightest_headers`` takes.
+MAX_BUCKETS = 16
+
+
+def tightest_headers(
+    balances: Sequence[float],
+    tokens: Sequence[bool],
+    caps: Sequence[bytes],
+    shapes: Sequence[float],
+) -> list[tuple[bytes, bytes]]:
+    """``rate_headers`` of the tightest bucket of each kind among a request's buckets (the
+    lowest balance; the first of equals). Per bucket ``i``: its balance, whether it counts
+    tokens (else requests), its limit as header bytes, and ``shapes[2i]``/``shapes[2i + 1]``
+    its capacity and refill rate per second (a rate of 0 divides as C does: ±inf, or NaN)."""
+    k = len(balances)
+    if not (k == len(tokens) == len(caps) and len(shapes) == 2 * k and k <= MAX_BUCKETS):
+        raise ValueError("one balance, kind, limit and two shape numbers per bucket, at most 16")
+    ri = ti = -1
+    for i in range(k):
+        if tokens[i]:
+            if ti < 0 or balances[i] < balances[ti]:
+                ti = i
+        elif ri < 0 or balances[i] < balances[ri]:
+            ri = i
+    req_rem = req_reset = tok_rem = tok_reset = 0.0
+    if ri >= 0:
+        req_rem = balances[ri]
+        req_reset = _full_in(shapes[2 * ri], req_rem, shapes[2 * ri + 1])
+    if ti >= 0:
+        tok_rem = balances[ti]
+        tok_reset = _full_in(shapes[2 * ti], tok_rem, shapes[2 * ti + 1])
+    return rate_headers(
+        caps[ri] if ri >= 0 else None,
+        req_rem,
+        req_reset,
+        caps[ti] if ti >= 0 else None,
+        tok_rem,
+        tok_reset,
+    )
+
+
+def _full_in(capacity: float, balance: float, rate: float) -> float:
+    """Seconds until a bucket at ``balance`` is full (C division: x/0 is ±inf, 0/0 NaN)."""
+    if rate == 0:
+        return math.copysign(math.inf, capacity - balance) if capacity != balance else math.nan
+    return (capacity - balance) / rate

@@ -12,7 +12,7 @@ from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.stdint cimport uint32_t, uint64_t
 from libc.string cimport memcpy, memset
 
-from fastgw._core._ratelimit_c cimport headers_of
+from fastgw._core._ratelimit_c cimport tightest_of
 
 import os
 from hashlib import blake2b
@@ -716,9 +716,8 @@ cdef class ShmTable:
         if not p.admits:
             raise ValueError("this handle was prepared without roles")
         cdef Py_ssize_t k = p.k
-        cdef Py_ssize_t i, ri = -1, ti = -1
+        cdef Py_ssize_t i
         cdef double d[4 * SMALL]
-        cdef double req_rem = 0.0, req_reset = 0.0, tok_rem = 0.0, tok_reset = 0.0
         cdef double at = now
         if now < 0:
             now = fgw_monotonic()
@@ -731,26 +730,7 @@ cdef class ShmTable:
         a.p = p
         a.estimate = tokens
         a.at = at
-        for i in range(k):  # the tightest (first of equals), as _ratelimit's callers pick
-            if p.tokens[i]:
-                if ti < 0 or p.last[i] < p.last[ti]:
-                    ti = i
-            elif ri < 0 or p.last[i] < p.last[ri]:
-                ri = i
-        if ri >= 0:
-            req_rem = p.last[ri]
-            req_reset = (p.shape[2 * ri] - req_rem) / p.shape[2 * ri + 1]
-        if ti >= 0:
-            tok_rem = p.last[ti]
-            tok_reset = (p.shape[2 * ti] - tok_rem) / p.shape[2 * ti + 1]
-        a.headers = headers_of(
-            p.caps[ri] if ri >= 0 else None,
-            req_rem,
-            req_reset,
-            p.caps[ti] if ti >= 0 else None,
-            tok_rem,
-            tok_reset,
-        )
+        a.headers = tightest_of(k, p.last, p.tokens, p.shape, p.caps)
         return a
 
     def refund(self, Prepared p, double n, double now=-1.0):

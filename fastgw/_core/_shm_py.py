@@ -85,7 +85,6 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import fcntl
-import math
 import mmap
 import os
 import struct
@@ -94,7 +93,7 @@ from collections.abc import Callable
 from hashlib import blake2b
 from typing import Any, TypeVar
 
-from ._ratelimit_py import rate_headers
+from ._ratelimit_py import tightest_headers
 
 __all__ = [
     "DEFAULT_ENTRIES",
@@ -349,13 +348,6 @@ def _refill(tokens: float, at: float, cap: float, rate: float, now: float) -> tu
         x = tokens + (now - at) * rate
         return (x if x < cap else cap), now
     return tokens, at
-
-
-def _reset_after(cap: float, remaining: float, rate: float) -> float:
-    """Seconds until a bucket at ``remaining`` is full again (C division: x/0 is ±inf)."""
-    if rate == 0:
-        return math.copysign(INF, cap - remaining) if cap != remaining else math.nan
-    return (cap - remaining) / rate
 
 
 def _check_ttl(ttl: float | None) -> None:
@@ -685,30 +677,8 @@ class ShmTable:
         p._last = last
         if not ok:
             return None
-        ri = ti = -1
-        for i, is_tokens in enumerate(p.tokens):  # the tightest (first of equals)
-            if is_tokens:
-                if ti < 0 or last[i] < last[ti]:
-                    ti = i
-            elif ri < 0 or last[i] < last[ri]:
-                ri = i
-        req_rem = req_reset = tok_rem = tok_reset = 0.0
-        if ri >= 0:
-            _, cap, rate = p.buckets[ri]
-            req_rem = last[ri]
-            req_reset = _reset_after(cap, req_rem, rate)
-        if ti >= 0:
-            _, cap, rate = p.buckets[ti]
-            tok_rem = last[ti]
-            tok_reset = _reset_after(cap, tok_rem, rate)
-        headers = rate_headers(
-            p.caps[ri] if ri >= 0 else None,
-            req_rem,
-            req_reset,
-            p.caps[ti] if ti >= 0 else None,
-            tok_rem,
-            tok_reset,
-        )
+        shapes = [x for _, cap, rate in p.buckets for x in (cap, rate)]
+        headers = tightest_headers(last, p.tokens, p.caps, shapes)
         return Admitted(self, p, tokens, headers, at)
 
     def admissions(

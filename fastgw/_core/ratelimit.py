@@ -8,18 +8,18 @@ from typing import TYPE_CHECKING
 
 from . import NO_EXTENSIONS
 
-__all__ = ["COMPILED", "NEVER", "rate_headers"]
+__all__ = ["COMPILED", "NEVER", "rate_headers", "tightest_headers"]
 
 if TYPE_CHECKING or NO_EXTENSIONS:
-    from ._ratelimit_py import NEVER, rate_headers
+    from ._ratelimit_py import NEVER, rate_headers, tightest_headers
 
     COMPILED: bool = False
 else:
     try:
-        from ._ratelimit_c import NEVER, rate_headers
+        from ._ratelimit_c import NEVER, rate_headers, tightest_headers
 
         COMPILED = True
     except ImportError:  # not built (e.g. a source checkout): use the reference twin
-        from ._ratelimit_py import NEVER, rate_headers
+        from ._ratelimit_py import NEVER, rate_headers, tightest_headers
 
         COMPILED = False

@@ -16,7 +16,7 @@ import math
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, NoReturn, Protocol, cast
 
-from .._core.ratelimit import rate_headers
+from .._core.ratelimit import tightest_headers
 from ..api.errors import GatewayError
 from ..config.schema import GatewayConfig, KeyConfig, LimitsConfig
 from ..state import Limit, State, StateUnavailable, Take
@@ -67,11 +67,14 @@ class _Plan:
     __slots__ = (
         "admit_handle",
         "buckets",
+        "caps",
         "handle",
+        "kinds",
         "limits",
         "ns",
         "owners",
         "req",
+        "shapes",
         "slots",
         "tok",
         "tokens",
@@ -98,6 +101,13 @@ class _Plan:
         #: what each bucket gives per request (the tokens/min ones: the estimate)
         self.ns = [1.0] * len(buckets)
         self.tokens = [buckets[i] for i in self.tok]
+        #: per bucket, as ``tightest_headers`` takes them: whether it counts tokens, its
+        #: limit as header bytes, its capacity and rate
+        self.kinds = [i in self.tok for i in range(len(buckets))]
+        self.caps = [
+            owners[i].tpm_cap if self.kinds[i] else owners[i].rpm_cap for i in range(len(buckets))
+        ]
+        self.shapes = [x for lim in self.limits for x in (lim.capacity, lim.rate)]
         self.handle: object = None  # the backend's prepared take, made on first use
         #: … and its prepared admission of slots and buckets in one step (redis)
         self.admit_handle: object = None
@@ -105,29 +115,12 @@ class _Plan:
     def roles(self) -> list[tuple[bool, bytes]]:
         """Per bucket: whether it gives the token estimate (else one request), and its
         limit as the header shows it (a prepared admission's ``roles``)."""
-        return [
-            (i in self.tok, self.owners[i].tpm_cap if i in self.tok else self.owners[i].rpm_cap)
-            for i in range(len(self.buckets))
-        ]
+        return list(zip(self.kinds, self.caps, strict=True))
 
     def headers(self, remaining: list[float]) -> Headers:
         """``x-ratelimit-{limit,remaining,reset}-{requests,tokens}`` of the tightest scope
-        (formatted by ``_core``)."""
-        req_cap = tok_cap = None
-        req_rem = req_reset = tok_rem = tok_reset = 0.0
-        if self.req:
-            i = self.req[0] if len(self.req) == 1 else min(self.req, key=remaining.__getitem__)
-            req_rem = remaining[i]
-            lim = self.limits[i]
-            req_reset = (lim.capacity - req_rem) / lim.rate
-            req_cap = self.owners[i].rpm_cap
-        if self.tok:
-            i = self.tok[0] if len(self.tok) == 1 else min(self.tok, key=remaining.__getitem__)
-            tok_rem = remaining[i]
-            lim = self.limits[i]
-            tok_reset = (lim.capacity - tok_rem) / lim.rate
-            tok_cap = self.owners[i].tpm_cap
-        return rate_headers(req_cap, req_rem, req_reset, tok_cap, tok_rem, tok_reset)
+        (picked and formatted by ``_core``)."""
+        return tightest_headers(remaining, self.kinds, self.caps, self.shapes)
 
     def refusal(self, remaining: list[float], ns: list[float], estimate: int) -> GatewayError:
         """The 429 for the bucket that takes longest to hold what was asked."""

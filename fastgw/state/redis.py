@@ -377,6 +377,11 @@ def _bulk(x: str | bytes | float) -> bytes:
     return b"$%d\r\n%s\r\n" % (len(b), b)
 
 
+#: Amounts (a request: 1.0; a prompt estimate: its tokens) framed once, as they recur.
+_AMOUNTS: dict[float, bytes] = {}
+_AMOUNTS_MAX = 8192
+
+
 class _PreparedTake:
     """A ``TAKE_MANY`` whose command bytes are built once: per call only the amounts are
     framed (``hiredis.pack_command`` would format every float of every call)."""
@@ -395,10 +400,19 @@ class _PreparedTake:
 
     def frame(self, ns: list[float]) -> bytes:
         parts = [self.head]
-        for n, shape in zip(ns, self.shapes, strict=True):
-            parts.append(_bulk(n))
-            parts.append(shape)
+        self.add_amounts(parts, ns)
         return b"".join(parts)
+
+    def add_amounts(self, parts: list[bytes], ns: list[float]) -> None:
+        """Each bucket's amount ``ns[i]`` and shape, framed, onto ``parts``."""
+        for n, shape in zip(ns, self.shapes, strict=True):
+            b = _AMOUNTS.get(n)
+            if b is None:
+                b = _bulk(n)
+                if len(_AMOUNTS) < _AMOUNTS_MAX:
+                    _AMOUNTS[n] = b
+            parts.append(b)
+            parts.append(shape)
 
     def args(self, ns: list[float]) -> list[float]:
         out: list[float] = []
@@ -436,9 +450,7 @@ class _PreparedAdmit:
 
     def frame(self, holder: str, ns: list[float]) -> bytes:
         parts = [self.head, _bulk(holder), self.middle]
-        for n, shape in zip(ns, self.take.shapes, strict=True):
-            parts.append(_bulk(n))
-            parts.append(shape)
+        self.take.add_amounts(parts, ns)
         return b"".join(parts)
 
     def args(self, holder: str, ns: list[float]) -> list[Any]:

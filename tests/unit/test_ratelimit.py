@@ -66,3 +66,58 @@ def test_twins_agree(
     except ImportError:
         pytest.skip("compiled twin not built")
     assert c.rate_headers(rc, rr, rs, tc, tr, ts) == ref.rate_headers(rc, rr, rs, tc, tr, ts)
+
+
+def test_tightest_bucket_of_each_kind(ratelimit_impl: ModuleType) -> None:
+    """Of a request's buckets, the lowest balance of each kind is shown (the first of
+    equals), with its own limit and its time to refill."""
+    got = ratelimit_impl.tightest_headers(
+        [9.0, 700.0, 4.0, 4.0, 50.0],
+        [False, True, False, False, True],
+        [b"10", b"1000", b"5", b"6", b"60"],
+        [10.0, 1.0, 1000.0, 10.0, 5.0, 0.5, 6.0, 0.5, 60.0, 1.0],
+    )
+    assert got == [
+        (b"x-ratelimit-limit-requests", b"5"),  # 4.0 twice: the first
+        (b"x-ratelimit-remaining-requests", b"4"),
+        (b"x-ratelimit-reset-requests", b"2s"),
+        (b"x-ratelimit-limit-tokens", b"60"),
+        (b"x-ratelimit-remaining-tokens", b"50"),
+        (b"x-ratelimit-reset-tokens", b"10s"),
+    ]
+    assert ratelimit_impl.tightest_headers([], [], [], []) == []
+    assert dict(ratelimit_impl.tightest_headers([3.0], [True], [b"3"], [3.0, 0.0])) == {
+        b"x-ratelimit-limit-tokens": b"3",
+        b"x-ratelimit-remaining-tokens": b"3",
+        b"x-ratelimit-reset-tokens": b"never",  # full, and no refill: 0/0
+    }
+    with pytest.raises(ValueError):
+        ratelimit_impl.tightest_headers([1.0], [True], [b"1"], [1.0])
+    with pytest.raises(ValueError):
+        ratelimit_impl.tightest_headers([1.0] * 17, [True] * 17, [b"1"] * 17, [1.0] * 34)
+
+
+_bucket = st.tuples(
+    st.floats(min_value=-1e12, max_value=1e12),
+    st.booleans(),
+    st.binary(max_size=4),
+    st.floats(min_value=0.0, max_value=1e12),
+    st.floats(min_value=0.0, max_value=1e6),
+)
+
+
+@pytest.mark.skipif(NO_EXTENSIONS, reason="FASTGW_NO_EXTENSIONS is set: compiled twin disabled")
+@settings(max_examples=500, deadline=None)
+@given(st.lists(_bucket, max_size=16))
+def test_tightest_twins_agree(buckets: list[tuple[float, bool, bytes, float, float]]) -> None:
+    try:
+        c = importlib.import_module("fastgw._core._ratelimit_c")
+    except ImportError:
+        pytest.skip("compiled twin not built")
+    args = (
+        [b[0] for b in buckets],
+        [b[1] for b in buckets],
+        [b[2] for b in buckets],
+        [x for b in buckets for x in (b[3], b[4])],
+    )
+    assert c.tightest_headers(*args) == ref.tightest_headers(*args)
