@@ -1111,15 +1111,21 @@ class Gateway:
         # answer without usage estimates it at the end; a big streamed body is estimated
         # before it is let go)
         estimate = 0
+        meter = self.meter
         stream = mreq.stream if mreq is not None else bool(req and req.stream)
         if (
             self.limiter.active
             or budgeted
             or (stream and len(raw) > _KEEP_FOR_BILLING)
-            or self.meter.may_overflow(targets, default_model, len(raw))
+            # (may_overflow's first test, inline: most bodies fit every window)
+            or (
+                len(raw) > meter.always_fits
+                and meter.may_overflow(targets, default_model, len(raw))
+            )
         ):
             estimate = estimate_json(raw) or 1  # estimate_prompt, one call fewer
-            targets = self.meter.fitting(targets, default_model, estimate)
+            if estimate > meter.fits_estimate:  # (fitting's first test, inline)
+                targets = meter.fitting(targets, default_model, estimate)
         del raw
         # last of the checks: what is reserved and admitted here is given back (or settled)
         # in the finally below

@@ -21,7 +21,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import date
 from importlib import resources
 from types import MappingProxyType
@@ -676,12 +676,19 @@ class CatalogHolder:
     of a catalog that was fully built and validated before, so no reader can see a
     half-built one."""
 
-    __slots__ = ("_current", "swaps")
+    __slots__ = ("_current", "_listeners", "swaps")
 
     def __init__(self, catalog: Catalog) -> None:
         self._current = catalog
         #: How many times the catalog was replaced (for health output).
         self.swaps = 0
+        self._listeners: list[Callable[[], None]] = []
+
+    def on_swap(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` in every swap, right after the new catalog is published (in
+        the same step: no request runs in between, so what a listener derived from the old
+        catalog is never used with the new one)."""
+        self._listeners.append(listener)
 
     @property
     def current(self) -> Catalog:
@@ -692,4 +699,6 @@ class CatalogHolder:
         old = self._current
         self._current = new
         self.swaps += 1
+        for listener in self._listeners:
+            listener()
         return old

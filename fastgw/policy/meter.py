@@ -94,10 +94,10 @@ class Meter:
         #: model name → per-token prices (input, cached input, output; the entry when it has
         #: a long-context tier), for the current catalog
         self._prices: dict[str, tuple[float, float, float, ModelEntry | None] | None] = {}
-        self._swaps = self.holder.swaps
         #: Bodies up to this many bytes fit every context window of the catalog (no estimate
         #: is needed to know it).
         self.always_fits = self._always_fits()
+        self.holder.on_swap(self._fresh)
         self._task: asyncio.Task[None] | None = None
         #: Since start: USD billed, requests billed, of which unpriced and estimated.
         self.cost_usd = 0.0
@@ -106,7 +106,7 @@ class Meter:
         self.estimated = 0
 
     def start(self) -> None:
-        """Follow ``catalog.path`` (a new catalog is swapped in at the next request)."""
+        """Follow ``catalog.path`` (a new catalog is used from the next request on)."""
         if self._task is None:
             self._task = asyncio.create_task(self.watcher.run(self.holder))
 
@@ -117,21 +117,24 @@ class Meter:
     def _always_fits(self) -> int:
         windows = [e.context_window for e in self.holder.current.entries.values()]
         #: The smallest context window of the catalog: a prompt estimated below it fits
-        #: every target (``fitting`` has nothing to look up).
+        #: every target (``fitting`` has nothing to look up) …
         self.smallest_window = min(windows, default=0)
+        #: … that is, a prompt estimated at most this many tokens (as ``fitting`` computes)
+        n = int(self.smallest_window / (1.0 - ESTIMATE_BOUND))
+        while n > 0 and n * (1.0 - ESTIMATE_BOUND) > self.smallest_window:
+            n -= 1
+        self.fits_estimate = n
         return int(self.smallest_window / (OVERFLOW_FACTOR * (1.0 - ESTIMATE_BOUND)))
 
     def _fresh(self) -> None:
-        """A new catalog was swapped in: forget what was looked up in the old one."""
+        """A new catalog was swapped in (``CatalogHolder.on_swap``): forget what was looked
+        up in the old one."""
         self._entries = {}
         self._prices = {}
-        self._swaps = self.holder.swaps
         self.always_fits = self._always_fits()
 
     def entry(self, model: str) -> ModelEntry | None:
         """The catalog entry of an upstream model name (aliases and prefixes resolved)."""
-        if self.holder.swaps != self._swaps:
-            self._fresh()
         try:
             return self._entries[model]
         except KeyError:
@@ -144,8 +147,6 @@ class Meter:
         """Whether a body of ``body_bytes`` could hold a prompt over some target's context
         window (so the prompt must be estimated): the estimate is at most
         ``OVERFLOW_FACTOR × body_bytes`` (3 tokens per JSON object, ``{}``, is the densest)."""
-        if self.holder.swaps != self._swaps:
-            self._fresh()
         if body_bytes <= self.always_fits:
             return False  # fits the smallest window the catalog knows
         tokens = OVERFLOW_FACTOR * body_bytes * (1.0 - ESTIMATE_BOUND)
@@ -158,8 +159,6 @@ class Meter:
     def fitting(self, targets: list[Target], default_model: str, estimate: int) -> list[Target]:
         """``targets`` less those whose model's context window the prompt cannot fit; 400
         ``context_length_exceeded`` when none is left (no upstream call is made)."""
-        if self.holder.swaps != self._swaps:
-            self._fresh()
         low = estimate * (1.0 - ESTIMATE_BOUND)
         if low <= self.smallest_window:
             return targets
@@ -205,8 +204,6 @@ class Meter:
         bit for bit the same floats)."""
         self.requests += 1
         name = target.model or default_model
-        if self.holder.swaps != self._swaps:
-            self._fresh()
         try:
             prices = self._prices[name]
         except KeyError:
@@ -227,7 +224,7 @@ class Meter:
 
     def _price(self, name: str) -> tuple[float, float, float, ModelEntry | None] | None:
         """Per-token prices of model ``name`` (remembered for the current catalog)."""
-        e = self.entry(name)  # drops the remembered prices when the catalog changed
+        e = self.entry(name)
         if e is None:
             prices = None
         else:

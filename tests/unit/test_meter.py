@@ -232,3 +232,27 @@ def test_an_anthropic_stream_is_final_only_after_message_delta() -> None:
     assert u.usage == (12, 1, 13, 0) and not u.final  # provisional: output is 1 here
     u.event(b'{"type":"message_delta","usage":{"output_tokens":9}}')
     assert u.final
+
+
+def test_a_swapped_catalog_is_used_from_the_next_call(tmp_path: Path) -> None:
+    """The meter forgets what it derived from a catalog (entries, prices, the smallest
+    window and the estimates it fits) in the swap itself."""
+    from fastgw.catalog import ModelPatch, apply
+
+    meter, router = meter_and_router(tmp_path)
+    found = router.resolve("small")
+    assert found is not None
+    target = found[0].targets[0]
+    usage = (1000, 0, 1000, 0)
+    assert meter.bill(target, "small", usage) == pytest.approx(0.001)  # $1/M input
+    assert meter.fitting([target], "small", 1100) == [target]  # 935 < 1000
+    before = (meter.smallest_window, meter.fits_estimate, meter.always_fits)
+    assert before[1] * 0.85 <= before[0] < (before[1] + 1) * 0.85
+    old = meter.holder.current
+    meter.holder.swap(apply(old, {"small-model": ModelPatch(input=2.0, context_window=500)}))
+    assert meter.bill(target, "small", usage) == pytest.approx(0.002)
+    assert meter.smallest_window == 500 and meter.fits_estimate == 588  # 588 * 0.85 = 499.8
+    assert meter.always_fits < before[2]
+    with pytest.raises(GatewayError) as e:
+        meter.fitting([target], "small", 1100)
+    assert e.value.code == "context_length_exceeded"
