@@ -15,7 +15,7 @@ NO_EXTENSIONS = bool(os.environ.get("FASTGW_NO_EXTENSIONS")) or (
     platform.python_implementation() != "CPython"
 )
 
-CORE_MODULES = ["_sse", "_http1", "_eventstream", "_tokens", "_ratelimit"]
+CORE_MODULES = ["_sse", "_http1", "_eventstream", "_tokens", "_ratelimit", "_tally"]
 
 
 def _extensions() -> list[Extension]:

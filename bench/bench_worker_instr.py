@@ -90,6 +90,8 @@ def measure(config: dict[str, object], args: argparse.Namespace, tmp: str) -> fl
             "budgets": {"ledger": os.path.join(tmp, "ledger.sqlite"), "flush_interval": 300},
         }
     Path(path).write_text(yaml.safe_dump(config))
+    if args.out:
+        os.makedirs(args.out, exist_ok=True)
     out_dir = tempfile.mkdtemp(dir=args.out or tmp)
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("FASTGW")}

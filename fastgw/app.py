@@ -22,6 +22,7 @@ import msgspec
 
 from . import __version__
 from ._core import sse
+from ._core.tally import Journal
 from ._core.tokens import estimate_json, estimate_json_fields
 from .admin import AdminAPI
 from .api import anthropic as anthropic_api
@@ -32,7 +33,7 @@ from .catalog import model_card
 from .config import GatewayConfig, parse_duration, resolve_config
 from .policy.budgets import Budgets, Reservation, open_ledger
 from .policy.keys import KeyStore, Principal
-from .policy.ledger import Ledger, accumulate
+from .policy.ledger import Ledger
 from .policy.limits import Admission, Later, Limiter
 from .policy.meter import (
     Meter,
@@ -262,25 +263,14 @@ class _Bill:
 _Paid = tuple[Target, Usage, float | None, bool]
 
 
-def _journal(
-    ledger: Ledger,
-    sinks: dict[Any, Any],
-    principal: Principal | None,
-    model: str,
-    default_model: str,
-    paid: _Paid,
-) -> None:
-    """A settled answer into the spend ledger (``model``: the public name served): added to
-    the queued sums of its row and tags, which ``sinks`` keeps per caller, target and model
-    for the current minute and ledger batch."""
-    target = paid[0]
-    minute = int(time.time() // 60)
-    ck = (principal, target, model, default_model)
-    hit = sinks.get(ck)
-    if hit is None or hit[0] != minute or hit[1] != ledger.generation:
-        if len(sinks) > 4096:
-            sinks.clear()
-        got = ledger.sinks(
+def _sinks_of(ledger: Ledger) -> Callable[[int, Any], list[list[float]] | None]:
+    """The ``Journal`` callback of the request path: the ledger's queued sums of a key
+    ``(principal, target, model, default_model)`` (``model``: the public name served) for a
+    minute, the row's then each tag's."""
+
+    def sinks(minute: int, key: Any) -> list[list[float]] | None:
+        principal, target, model, default_model = key
+        return ledger.sinks(
             minute,
             principal.name if principal is not None else None,
             principal.team if principal is not None else None,
@@ -288,12 +278,8 @@ def _journal(
             model,
             target.label_for(default_model),
         )
-        if got is None:  # the ledger's queue is full (counted there)
-            return
-        hit = sinks[ck] = (minute, ledger.generation, got)
-    prompt, completion, _, cached = paid[1]
-    accumulate(hit[2], prompt, completion, cached, paid[2] or 0.0, paid[3])
-    ledger.recorded += 1
+
+    return sinks
 
 
 def _body(req: ParsedRequest | None, mreq: anthropic_api.MessagesRequest | None) -> bytes | None:
@@ -549,8 +535,8 @@ class Gateway:
         self.meter = Meter(cfg)
         #: Spend (journaled to the ledger) and budgets (docs/budgets.md); opened at start-up.
         self.budgets: Budgets | None = None
-        #: The ledger sums each (caller, target, model) adds to this minute (see _journal).
-        self._sinks: dict[Any, Any] = {}
+        #: Where each settled answer is added to the ledger's sums (``_core``; at start-up).
+        self._journal: Journal | None = None
         #: The admin API and the run-time keys it manages (started with the worker).
         self.admin: AdminAPI | None = None
         self.key_store: RecordStore | None = None
@@ -596,6 +582,8 @@ class Gateway:
         if self.budgets is None:  # every settled request is journaled (spend survives restarts)
             self.budgets = Budgets(self.cfg, open_ledger(self.cfg.budgets))
         budgets = self.budgets
+        if self._journal is None:
+            self._journal = budgets.ledger.journal(_sinks_of(budgets.ledger))
         admin = self.cfg.admin
         if admin is not None and admin.token is not None and self.key_store is None:
             # run-time keys and budgets: every worker polls the store and swaps them in
@@ -1292,7 +1280,7 @@ class Gateway:
                         if req is not None and req.endpoint is Endpoint.RESPONSES:
                             usage = responses_usage(body["body"])
                         if usage is not None:  # the provider's count, billed as it is
-                            usd = self.meter.bill(target, default_model, usage)
+                            usd = self.meter.book.bill(target.model or default_model, usage)
                             paid = (target, usage, usd, False)
                         else:  # estimated (the prompt, and the answer's text)
                             bill = _Bill(
@@ -1322,8 +1310,10 @@ class Gateway:
                 if not bill.done:  # a stream cut short is billed what it delivered
                     bill.settle(bill.stream_usage(), cut=True)
                 paid = bill.paid()
-            if paid is not None and budgets is not None:
-                _journal(budgets.ledger, self._sinks, principal, model, default_model, paid)
+            if paid is not None and self._journal is not None:
+                self._journal.add(
+                    (principal, paid[0], model, default_model), paid[1], paid[2], paid[3]
+                )
             if res is not None:  # nothing answered: the reservation is given back
                 res.settle_nowait(paid[2] or 0.0 if paid is not None else 0.0)
             if grant is not None:

@@ -62,6 +62,11 @@ def ratelimit_impl(request: pytest.FixtureRequest) -> ModuleType:
     return _load_twin(request.param)
 
 
+@pytest.fixture(scope="session", params=_twin_params("_tally"))
+def tally_impl(request: pytest.FixtureRequest) -> ModuleType:
+    return _load_twin(request.param)
+
+
 @pytest.fixture(scope="session", params=_twin_params("_tokens"))
 def tokens_impl(request: pytest.FixtureRequest) -> ModuleType:
     return _load_twin(request.param)

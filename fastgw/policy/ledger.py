@@ -49,6 +49,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from .._core.tally import Journal, accumulate
 from ..config.schema import BudgetsConfig
 from ..datadir import SQLiteFile, data_file, transaction
 from ..tasks import stop_task
@@ -159,25 +160,6 @@ _TagKey = tuple[str, int]
 _json = msgspec.json.Encoder()
 
 
-def accumulate(
-    sinks: list[_Sums],
-    prompt_tokens: int,
-    completion_tokens: int,
-    cached_tokens: int,
-    cost: float,
-    estimated: bool,
-) -> None:
-    """Add one settled request to the queued sums ``Ledger.sinks`` gave."""
-    for s in sinks:
-        s[0] += 1.0
-        if estimated:
-            s[1] += 1.0
-        s[2] += prompt_tokens
-        s[3] += completion_tokens
-        s[4] += cached_tokens
-        s[5] += cost
-
-
 class Ledger:
     """The spend ledger of one worker over a file shared by every worker of the host."""
 
@@ -196,9 +178,10 @@ class Ledger:
         self.max_pending = max_pending
         self._pending: dict[_RowKey, _Sums] = {}
         self._pending_tags: dict[_TagKey, _Sums] = {}
-        #: Bumped each time the queue is taken for a write: the lists ``sinks`` handed out
-        #: before then must not be added to any more.
-        self.generation = 0
+        #: The request path's journals (``journal``): cleared each time the queue is taken
+        #: for a write, since the lists ``sinks`` handed out before then must not be added
+        #: to any more.
+        self._journals: list[Journal] = []
         self._tags_text: dict[tuple[str, ...], str] = {}
         self._flush_lock: asyncio.Lock | None = None
         self._task: asyncio.Task[None] | None = None
@@ -258,6 +241,14 @@ class Ledger:
             accumulate(sinks, prompt_tokens, completion_tokens, cached_tokens, cost, estimated)
             self.recorded += 1
 
+    def journal(self, miss: Callable[[int, Any], list[_Sums] | None]) -> Journal:
+        """A ``Journal`` for the request path (``_core``: an answer is one compiled call)
+        whose ``miss(minute, key)`` finds a key's sums through ``sinks``; the ledger clears
+        it at each flush and counts what it recorded."""
+        j = Journal(miss)
+        self._journals.append(j)
+        return j
+
     def sinks(
         self,
         minute: int,
@@ -268,7 +259,7 @@ class Ledger:
         target: str,
     ) -> list[_Sums] | None:
         """The queued sums a request of this minute and row adds to (its row, then each of
-        its tags'), for a caller that keeps them while ``generation`` is unchanged and adds
+        its tags'), for a ``journal`` (which keeps them until the next flush) to add
         ``[1, estimated, prompt, completion, cached, cost]`` to each; None when the queue is
         full (the request is dropped, counted)."""
         text = self._tags_text.get(tags)
@@ -323,7 +314,8 @@ class Ledger:
             if not rows and not tags:
                 return 0
             self._pending, self._pending_tags = {}, {}
-            self.generation += 1  # the sums lists handed out by ``sinks`` are the batch's now
+            for j in self._journals:  # the sums lists handed out by ``sinks`` are the batch's now
+                j.clear()
             # the write and its bookkeeping are a task of their own, shielded from the
             # caller's cancellation
             return await self._file.detach(self._commit(rows, tags))
@@ -470,7 +462,7 @@ class Ledger:
         """This worker's ledger counters (for /metrics): events recorded, rows written,
         flushes, write errors, events dropped, rows pending."""
         return {
-            "recorded": self.recorded,
+            "recorded": self.recorded + sum(j.recorded for j in self._journals),
             "written": self.written,
             "flushes": self.flushes,
             "errors": self.errors,

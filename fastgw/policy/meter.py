@@ -25,6 +25,7 @@ import asyncio
 
 import msgspec
 
+from .._core.tally import PriceBook, format_usd
 from .._core.tokens import estimate_json, estimate_json_fields
 from ..api.errors import GatewayError
 from ..catalog import CatalogHolder, CatalogWatcher, ModelEntry, cost, default_path
@@ -91,18 +92,15 @@ class Meter:
         self.holder = CatalogHolder(self.watcher.initial())
         #: model name → its catalog entry (None: unknown), for the current catalog
         self._entries: dict[str, ModelEntry | None] = {}
-        #: model name → per-token prices (input, cached input, output; the entry when it has
-        #: a long-context tier), for the current catalog
-        self._prices: dict[str, tuple[float, float, float, ModelEntry | None] | None] = {}
+        #: The per-token prices of the models billed, for the current catalog, and what
+        #: was billed since start (``_core``: a bill is one compiled call).
+        self.book = PriceBook(self._price_of, cost)
         #: Bodies up to this many bytes fit every context window of the catalog (no estimate
         #: is needed to know it).
         self.always_fits = self._always_fits()
         self.holder.on_swap(self._fresh)
         self._task: asyncio.Task[None] | None = None
-        #: Since start: USD billed, requests billed, of which unpriced and estimated.
-        self.cost_usd = 0.0
-        self.requests = 0
-        self.unpriced = 0
+        #: Answers billed since start with usage the gateway estimated.
         self.estimated = 0
 
     def start(self) -> None:
@@ -130,7 +128,7 @@ class Meter:
         """A new catalog was swapped in (``CatalogHolder.on_swap``): forget what was looked
         up in the old one."""
         self._entries = {}
-        self._prices = {}
+        self.book.clear()
         self.always_fits = self._always_fits()
 
     def entry(self, model: str) -> ModelEntry | None:
@@ -201,40 +199,33 @@ class Meter:
     def bill(self, target: Target, default_model: str, usage: Usage) -> float | None:
         """The USD cost of ``usage`` on ``target``; None when its model has no price. The
         same arithmetic as ``catalog.cost`` (prices per token divided out once per entry,
-        bit for bit the same floats)."""
-        self.requests += 1
-        name = target.model or default_model
-        try:
-            prices = self._prices[name]
-        except KeyError:
-            prices = self._price(name)
-        if prices is None:
-            self.unpriced += 1
-            return None
-        prompt, completion, _, cached = usage
-        if cached > prompt:
-            cached = prompt
-        pin, pcached, pout, e = prices
-        if e is not None:  # a long-context tier: the catalog's own function decides
-            usd = cost(e, prompt, completion, cached)
-        else:
-            usd = pin * (prompt - cached) + pcached * cached + pout * completion
-        self.cost_usd += usd
-        return usd
+        bit for bit the same floats; ``PriceBook.bill``, which the request path calls)."""
+        return self.book.bill(target.model or default_model, usage)
 
-    def _price(self, name: str) -> tuple[float, float, float, ModelEntry | None] | None:
-        """Per-token prices of model ``name`` (remembered for the current catalog)."""
+    def _price_of(self, name: str) -> tuple[float, float, float, ModelEntry | None] | None:
+        """Per-token prices of model ``name`` (input, cached input, output; the entry when it
+        has a long-context tier, which ``catalog.cost`` prices), for ``book``."""
         e = self.entry(name)
         if e is None:
-            prices = None
-        else:
-            cached = e.cached_input if e.cached_input is not None else e.input
-            tier = e if e.long_context is not None else None
-            prices = (e.input / _PER_MILLION, cached / _PER_MILLION, e.output / _PER_MILLION, tier)
-        if len(self._prices) > 4096:
-            self._prices = {}
-        self._prices[name] = prices
-        return prices
+            return None
+        cached = e.cached_input if e.cached_input is not None else e.input
+        tier = e if e.long_context is not None else None
+        return (e.input / _PER_MILLION, cached / _PER_MILLION, e.output / _PER_MILLION, tier)
+
+    @property
+    def cost_usd(self) -> float:
+        """USD billed since start."""
+        return self.book.cost_usd
+
+    @property
+    def requests(self) -> int:
+        """Answers billed since start (priced or not)."""
+        return self.book.requests
+
+    @property
+    def unpriced(self) -> int:
+        """Answers billed since start whose model has no price."""
+        return self.book.unpriced
 
     def metrics(self) -> dict[str, float]:
         return {
@@ -291,8 +282,3 @@ def responses_stream_usage(data: bytes) -> Usage | None:
         if line.startswith(b"data:") and b'"usage"' in line:
             found = responses_usage(line[5:]) or found
     return found
-
-
-def format_usd(usd: float) -> bytes:
-    """The ``x-fastgw-cost-usd`` value: fixed point, 10 decimals (1e-10 USD)."""
-    return b"%.10f" % usd
