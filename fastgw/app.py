@@ -22,7 +22,7 @@ import msgspec
 
 from . import __version__
 from ._core import sse
-from ._core.tally import Journal
+from ._core.tally import COST_HEADER, Journal, Sums
 from ._core.tokens import estimate_json, estimate_json_fields
 from .admin import AdminAPI
 from .api import anthropic as anthropic_api
@@ -263,12 +263,12 @@ class _Bill:
 _Paid = tuple[Target, Usage, float | None, bool]
 
 
-def _sinks_of(ledger: Ledger) -> Callable[[int, Any], list[list[float]] | None]:
+def _sinks_of(ledger: Ledger) -> Callable[[int, Any], list[Sums] | None]:
     """The ``Journal`` callback of the request path: the ledger's queued sums of a key
     ``(principal, target, model, default_model)`` (``model``: the public name served) for a
     minute, the row's then each tag's."""
 
-    def sinks(minute: int, key: Any) -> list[list[float]] | None:
+    def sinks(minute: int, key: Any) -> list[Sums] | None:
         principal, target, model, default_model = key
         return ledger.sinks(
             minute,
@@ -1075,8 +1075,9 @@ class Gateway:
             assert req is not None
             model, raw, max_tokens = req.model, req.raw, req.max_tokens
         route, default_model = self._resolve(model)
-        endpoint = req.endpoint.path[1:] if req is not None else "messages"
+        endpoint = ""  # (the key's rules and budgets need it)
         if principal is not None:
+            endpoint = req.endpoint.path[1:] if req is not None else "messages"
             principal.check(model, endpoint, max_tokens)
         facts: RequestFacts | None = None
         deadline: float | None = None
@@ -1092,19 +1093,21 @@ class Gateway:
         if byok is not None and principal is not None:
             principal.check_passthrough()
         targets = _eligible(route, facts, principal)
-        budgets = self.budgets
-        budgeted = budgets is not None and principal is not None and bool(budgets.scopes)
+        budgets = self.budgets if principal is not None else None
+        budgeted = budgets is not None and bool(budgets.scopes)
         # the prompt's tokens, estimated in _core (µs per KiB) only when needed now: for the
         # limits and budgets, or when the body might not fit a context window (else an
         # answer without usage estimates it at the end; a big streamed body is estimated
         # before it is let go)
         estimate = 0
         meter = self.meter
-        stream = mreq.stream if mreq is not None else bool(req and req.stream)
         if (
             self.limiter.active
             or budgeted
-            or (stream and len(raw) > _KEEP_FOR_BILLING)
+            or (
+                len(raw) > _KEEP_FOR_BILLING
+                and (mreq.stream if mreq is not None else bool(req and req.stream))
+            )
             # (may_overflow's first test, inline: most bodies fit every window)
             or (
                 len(raw) > meter.always_fits
@@ -1280,15 +1283,22 @@ class Gateway:
                         if req is not None and req.endpoint is Endpoint.RESPONSES:
                             usage = responses_usage(body["body"])
                         if usage is not None:  # the provider's count, billed as it is
-                            usd = self.meter.book.bill(target.model or default_model, usage)
+                            # (billed, journaled and its cost header added in one call)
+                            usd = self.meter.book.charge(
+                                target.model or default_model,
+                                usage,
+                                start["headers"],
+                                self._journal,
+                                (principal, target, model, default_model),
+                            )
                             paid = (target, usage, usd, False)
                         else:  # estimated (the prompt, and the answer's text)
                             bill = _Bill(
                                 self.meter, target, default_model, estimate, sent, req, mreq
                             )
                             usd = bill.settle(None, body["body"])
-                        if usd is not None:
-                            start["headers"].append((b"x-fastgw-cost-usd", format_usd(usd)))
+                            if usd is not None:
+                                start["headers"].append((COST_HEADER, format_usd(usd)))
                         await send(start)
                         await send(body)
                         return
@@ -1305,15 +1315,16 @@ class Gateway:
                 err.headers.extend(res.headers)
             raise
         finally:
-            watcher.stop()  # answered (or gone): a disconnect now must not cut what follows
-            if bill is not None:
+            if watcher.armed:  # answered (or gone): a disconnect now must not cut what follows
+                watcher.stop()
+            if bill is not None:  # (a whole answer with usage was journaled as it was billed)
                 if not bill.done:  # a stream cut short is billed what it delivered
                     bill.settle(bill.stream_usage(), cut=True)
                 paid = bill.paid()
-            if paid is not None and self._journal is not None:
-                self._journal.add(
-                    (principal, paid[0], model, default_model), paid[1], paid[2], paid[3]
-                )
+                if self._journal is not None:
+                    self._journal.add(
+                        (principal, paid[0], model, default_model), paid[1], paid[2], paid[3]
+                    )
             if res is not None:  # nothing answered: the reservation is given back
                 res.settle_nowait(paid[2] or 0.0 if paid is not None else 0.0)
             if grant is not None:

@@ -8,11 +8,13 @@ from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_AsDouble, PyFloat_CheckExa
 from cpython.long cimport PyLong_AsDouble, PyLong_AsLongLongAndOverflow, PyLong_CheckExact
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE, PyList_SET_ITEM
 from cpython.mem cimport PyMem_Free
+from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
+from cpython.unicode cimport PyUnicode_Compare
 from cpython.ref cimport Py_DECREF, Py_INCREF, PyObject
 from libc.math cimport fabs, frexp, signbit
 from posix.time cimport CLOCK_REALTIME, clock_gettime, timespec
 
-__all__ = ["Journal", "PriceBook", "accumulate", "format_usd"]
+__all__ = ["COST_HEADER", "Journal", "PriceBook", "Sums", "accumulate", "format_usd"]
 
 
 cdef extern from "Python.h":
@@ -34,6 +36,9 @@ cdef extern from *:
 
 cdef double _TWO53 = 9007199254740992.0  # 2**53
 cdef unsigned long long _E10 = 10000000000ULL
+
+
+COST_HEADER = b"x-fastgw-cost-usd"
 
 
 cpdef bytes format_usd(double usd):
@@ -106,6 +111,207 @@ cdef inline double _as_double(object o) except? -1.0:
     return PyFloat_AsDouble(o)
 
 
+cdef class _Hit:
+    cdef long long minute
+    cdef list sinks
+
+
+cdef inline int _inc(list s, Py_ssize_t i, double v, object orig) except -1:
+    """``s[i] += orig`` where ``v`` is ``orig`` as a double: in C for a float item (float +
+    int is the int converted to a double), else Python's own ``+``."""
+    cdef PyObject *item = PyList_GET_ITEM(s, i)
+    cdef object new
+    if PyFloat_CheckExact(<object>item):
+        new = PyFloat_AS_DOUBLE(<object>item) + v
+    else:
+        new = <object>item + orig
+    Py_INCREF(new)
+    Py_DECREF(<object>item)
+    PyList_SET_ITEM(s, i, new)
+    return 0
+
+
+cdef class Sums:
+    """Six running sums of settled answers: requests, estimated (of those, the ones whose
+    usage the gateway estimated), prompt, completion and cached tokens, USD; as C doubles
+    (``accumulate`` adds to them without making a float object), indexed as a list."""
+
+    cdef double v[6]
+
+    def __init__(self, values=(0.0, 0.0, 0.0, 0.0, 0.0, 0.0)):
+        got = [float(x) for x in values]
+        if len(got) != 6:
+            raise ValueError("Sums holds six numbers")
+        for i in range(6):
+            self.v[i] = got[i]
+
+    def __len__(self):
+        return 6
+
+    cdef Py_ssize_t _index(self, Py_ssize_t i) except -1:
+        if i < 0:
+            i += 6
+        if not 0 <= i < 6:
+            raise IndexError("Sums index out of range")
+        return i
+
+    def __getitem__(self, Py_ssize_t i):
+        return self.v[self._index(i)]
+
+    def __setitem__(self, Py_ssize_t i, double x):
+        self.v[self._index(i)] = x
+
+    def __iter__(self):
+        return iter((self.v[0], self.v[1], self.v[2], self.v[3], self.v[4], self.v[5]))
+
+    def __eq__(self, other):
+        try:
+            return list(self) == list(other)
+        except TypeError:
+            return NotImplemented
+
+    __hash__ = None
+
+    def __repr__(self):
+        return f"Sums({list(self)!r})"
+
+
+cdef int _accumulate(
+    list sinks, object prompt, object completion, object cached, object cost, bint estimated
+) except -1:
+    cdef list s
+    cdef object usd_o = cost if cost is not None else 0.0
+    cdef double dp = _as_double(prompt), dc = _as_double(completion)
+    cdef double dk = _as_double(cached), usd = _as_double(usd_o)
+    cdef Sums t
+    for item in sinks:
+        if type(item) is Sums:
+            t = <Sums>item
+            t.v[0] += 1.0
+            if estimated:
+                t.v[1] += 1.0
+            t.v[2] += dp
+            t.v[3] += dc
+            t.v[4] += dk
+            t.v[5] += usd
+            continue
+        s = item
+        if PyList_GET_SIZE(s) < 6:
+            raise IndexError("a list of sums holds six numbers")
+        _inc(s, 0, 1.0, 1.0)
+        if estimated:
+            _inc(s, 1, 1.0, 1.0)
+        _inc(s, 2, dp, prompt)
+        _inc(s, 3, dc, completion)
+        _inc(s, 4, dk, cached)
+        _inc(s, 5, usd, usd_o)
+    return 0
+
+
+def accumulate(list sinks, prompt, completion, cached, cost, bint estimated):
+    """Add one settled answer to each ``Sums`` (or list of six floats) in place; ``cost``
+    None: unpriced, 0 USD."""
+    _accumulate(sinks, prompt, completion, cached, cost, estimated)
+
+
+cdef inline bint _same_items(tuple a, tuple b):
+    """``a`` and ``b`` hold the same objects, or equal strings, in the same places."""
+    cdef Py_ssize_t i, n = PyTuple_GET_SIZE(a)
+    if PyTuple_GET_SIZE(b) != n:
+        return False
+    for i in range(n):
+        x = <object>PyTuple_GET_ITEM(a, i)
+        y = <object>PyTuple_GET_ITEM(b, i)
+        if x is y:
+            continue
+        if type(x) is not str or type(y) is not str or PyUnicode_Compare(x, y) != 0:
+            return False
+    return True
+
+
+cdef long long _minute_now():
+    cdef timespec ts
+    clock_gettime(CLOCK_REALTIME, &ts)
+    return ts.tv_sec // 60
+
+
+cdef class Journal:
+    """Where settled answers are summed: per ``key`` (any hashable: the caller, target and
+    model of an answer) and minute, the lists of six sums ``miss(minute, key)`` gives
+    (requests, estimated, prompt, completion and cached tokens, USD; None: not recorded,
+    e.g. a full queue), asked once per key and minute and kept (at most ``limit`` keys,
+    then forgotten at once) until ``clear`` (the ledger took those lists for a write).
+    ``clock``: the time in seconds since the epoch (default: the system clock)."""
+
+    cdef object _miss
+    cdef object _clock
+    cdef dict _hits
+    # the last key added to and its sums: a key tuple with the same items (the same
+    # objects, or equal strings) skips hashing the key (consecutive answers often share it)
+    cdef tuple _last_key
+    cdef _Hit _last_hit
+    cdef public Py_ssize_t limit
+    cdef public long long recorded
+
+    def __init__(self, miss, Py_ssize_t limit=4096, clock=None):
+        self._miss = miss
+        self._clock = clock
+        self._hits = {}
+        self._last_key = None
+        self._last_hit = None
+        self.limit = limit
+        self.recorded = 0
+
+    def add(self, key, tuple usage, cost, bint estimated):
+        """Add one settled answer (``cost`` None: unpriced, 0 USD) to the sums of ``key``
+        this minute; False when ``miss`` gave none (nothing is added)."""
+        return self._add(key, usage, cost, estimated)
+
+    cdef bint _add(self, key, tuple usage, cost, bint estimated) except -1:
+        cdef long long minute
+        cdef object found
+        cdef _Hit hit
+        if self._clock is not None:
+            minute = int(self._clock() // 60)
+        else:
+            minute = _minute_now()
+        if (
+            self._last_hit is not None
+            and type(key) is tuple
+            and _same_items(<tuple>key, self._last_key)
+            and self._last_hit.minute == minute
+        ):
+            found = self._last_hit
+        else:
+            found = self._hits.get(key)
+        if found is None or (<_Hit>found).minute != minute:
+            sinks = self._miss(minute, key)
+            if sinks is None:
+                return False
+            if len(self._hits) >= self.limit:
+                self._hits.clear()
+            hit = _Hit.__new__(_Hit)
+            hit.minute = minute
+            hit.sinks = sinks
+            self._hits[key] = hit
+        else:
+            hit = <_Hit>found
+        if type(key) is tuple:
+            self._last_key = <tuple>key
+            self._last_hit = hit
+        prompt, completion, _, cached = usage
+        _accumulate(hit.sinks, prompt, completion, cached, cost, estimated)
+        self.recorded += 1
+        return True
+
+    def clear(self):
+        """Forget the sums handed out (they are being written: the next answer of each key
+        asks ``miss`` again)."""
+        self._hits.clear()
+        self._last_key = None
+        self._last_hit = None
+
+
 cdef class _Price:
     cdef double pin, pcached, pout
     cdef object tier
@@ -152,6 +358,9 @@ cdef class PriceBook:
         """The USD cost of ``usage`` (cached input tokens are part of the prompt's, at most
         all of it) on model ``name``; None when it has no price. With a tier entry,
         ``tiered(entry, prompt, completion, cached)`` prices it."""
+        return self._bill(name, usage)
+
+    cdef object _bill(self, name, tuple usage):
         cdef object found
         cdef _Price p
         cdef double usd
@@ -187,114 +396,17 @@ cdef class PriceBook:
         self.cost_usd += usd
         return usd
 
+    def charge(self, name, tuple usage, list headers, Journal journal, key):
+        """A whole answer settled in one call: ``bill`` it, add it to ``journal`` (if any)
+        under ``key``, and when it has a price append its ``x-fastgw-cost-usd`` header to
+        ``headers``; the USD cost (None: unpriced)."""
+        usd = self._bill(name, usage)
+        if journal is not None:
+            journal._add(key, usage, usd, False)
+        if usd is not None:
+            headers.append((COST_HEADER, format_usd(usd)))
+        return usd
+
     def clear(self):
         """Forget every price looked up (a new catalog is in)."""
         self._prices = {}
-
-
-cdef class _Hit:
-    cdef long long minute
-    cdef list sinks
-
-
-cdef inline int _inc(list s, Py_ssize_t i, double v, object orig) except -1:
-    """``s[i] += orig`` where ``v`` is ``orig`` as a double: in C for a float item (float +
-    int is the int converted to a double), else Python's own ``+``."""
-    cdef PyObject *item = PyList_GET_ITEM(s, i)
-    cdef object new
-    if PyFloat_CheckExact(<object>item):
-        new = PyFloat_AS_DOUBLE(<object>item) + v
-    else:
-        new = <object>item + orig
-    Py_INCREF(new)
-    Py_DECREF(<object>item)
-    PyList_SET_ITEM(s, i, new)
-    return 0
-
-
-cdef int _accumulate(
-    list sinks, object prompt, object completion, object cached, object cost, bint estimated
-) except -1:
-    cdef list s
-    cdef object usd_o = cost if cost is not None else 0.0
-    cdef double dp = _as_double(prompt), dc = _as_double(completion)
-    cdef double dk = _as_double(cached), usd = _as_double(usd_o)
-    for item in sinks:
-        s = item
-        if PyList_GET_SIZE(s) < 6:
-            raise IndexError("a list of sums holds six numbers")
-        _inc(s, 0, 1.0, 1.0)
-        if estimated:
-            _inc(s, 1, 1.0, 1.0)
-        _inc(s, 2, dp, prompt)
-        _inc(s, 3, dc, completion)
-        _inc(s, 4, dk, cached)
-        _inc(s, 5, usd, usd_o)
-    return 0
-
-
-def accumulate(list sinks, prompt, completion, cached, cost, bint estimated):
-    """Add one settled answer to each list of six sums (requests, estimated, prompt,
-    completion and cached tokens, USD; ``cost`` None: unpriced, 0 USD), in place."""
-    _accumulate(sinks, prompt, completion, cached, cost, estimated)
-
-
-cdef long long _minute_now():
-    cdef timespec ts
-    clock_gettime(CLOCK_REALTIME, &ts)
-    return ts.tv_sec // 60
-
-
-cdef class Journal:
-    """Where settled answers are summed: per ``key`` (any hashable: the caller, target and
-    model of an answer) and minute, the lists of six sums ``miss(minute, key)`` gives
-    (requests, estimated, prompt, completion and cached tokens, USD; None: not recorded,
-    e.g. a full queue), asked once per key and minute and kept (at most ``limit`` keys,
-    then forgotten at once) until ``clear`` (the ledger took those lists for a write).
-    ``clock``: the time in seconds since the epoch (default: the system clock)."""
-
-    cdef object _miss
-    cdef object _clock
-    cdef dict _hits
-    cdef public Py_ssize_t limit
-    cdef public long long recorded
-
-    def __init__(self, miss, Py_ssize_t limit=4096, clock=None):
-        self._miss = miss
-        self._clock = clock
-        self._hits = {}
-        self.limit = limit
-        self.recorded = 0
-
-    def add(self, key, tuple usage, cost, bint estimated):
-        """Add one settled answer (``cost`` None: unpriced, 0 USD) to the sums of ``key``
-        this minute; False when ``miss`` gave none (nothing is added)."""
-        cdef long long minute
-        cdef object found
-        cdef _Hit hit
-        if self._clock is not None:
-            minute = int(self._clock() // 60)
-        else:
-            minute = _minute_now()
-        found = self._hits.get(key)
-        if found is None or (<_Hit>found).minute != minute:
-            sinks = self._miss(minute, key)
-            if sinks is None:
-                return False
-            if len(self._hits) >= self.limit:
-                self._hits.clear()
-            hit = _Hit.__new__(_Hit)
-            hit.minute = minute
-            hit.sinks = sinks
-            self._hits[key] = hit
-        else:
-            hit = <_Hit>found
-        prompt, completion, _, cached = usage
-        _accumulate(hit.sinks, prompt, completion, cached, cost, estimated)
-        self.recorded += 1
-        return True
-
-    def clear(self):
-        """Forget the sums handed out (they are being written: the next answer of each key
-        asks ``miss`` again)."""
-        self._hits.clear()

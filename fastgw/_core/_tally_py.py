@@ -15,10 +15,10 @@ for every input (the same operations in the same order on IEEE doubles).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable, MutableSequence, Sequence
 from typing import Any
 
-__all__ = ["Journal", "PriceBook", "accumulate", "format_usd"]
+__all__ = ["COST_HEADER", "Journal", "PriceBook", "Sums", "accumulate", "format_usd"]
 
 #: ``(prompt, completion, total, cached)`` tokens.
 Usage = tuple[int, int, int, int]
@@ -27,21 +27,40 @@ Usage = tuple[int, int, int, int]
 Prices = tuple[float, float, float, Any]
 
 
+#: The answer header that carries its cost.
+COST_HEADER = b"x-fastgw-cost-usd"
+
+
 def format_usd(usd: float) -> bytes:
     """The ``x-fastgw-cost-usd`` value: fixed point, 10 decimals (1e-10 USD)."""
     return b"%.10f" % usd
 
 
+class Sums(list[float]):
+    """Six running sums of settled answers: requests, estimated (of those, the ones whose
+    usage the gateway estimated), prompt, completion and cached tokens, USD. A list of six
+    floats here; the compiled twin keeps them as C doubles (``accumulate`` adds without
+    making a float object), with the same indexing."""
+
+    __slots__ = ()
+
+    def __init__(self, values: Iterable[float] = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0)) -> None:
+        got = [float(v) for v in values]
+        if len(got) != 6:
+            raise ValueError("Sums holds six numbers")
+        super().__init__(got)
+
+
 def accumulate(
-    sinks: list[list[float]],
+    sinks: Sequence[MutableSequence[float]],
     prompt: int,
     completion: int,
     cached: int,
     cost: float | None,
     estimated: bool,
 ) -> None:
-    """Add one settled answer to each list of six sums (requests, estimated, prompt,
-    completion and cached tokens, USD; ``cost`` None: unpriced, 0 USD), in place."""
+    """Add one settled answer to each ``Sums`` (or list of six floats) in place; ``cost``
+    None: unpriced, 0 USD."""
     usd = cost if cost is not None else 0.0
     for s in sinks:
         s[0] += 1.0
@@ -101,6 +120,24 @@ class PriceBook:
         self.cost_usd += usd
         return usd
 
+    def charge(
+        self,
+        name: str,
+        usage: Usage,
+        headers: list[tuple[bytes, bytes]],
+        journal: Journal | None,
+        key: Hashable,
+    ) -> float | None:
+        """A whole answer settled in one call: ``bill`` it, add it to ``journal`` (if any)
+        under ``key``, and when it has a price append its ``x-fastgw-cost-usd`` header to
+        ``headers``; the USD cost (None: unpriced)."""
+        usd = self.bill(name, usage)
+        if journal is not None:
+            journal.add(key, usage, usd, False)
+        if usd is not None:
+            headers.append((COST_HEADER, format_usd(usd)))
+        return usd
+
     def clear(self) -> None:
         """Forget every price looked up (a new catalog is in)."""
         self._prices = {}
@@ -118,13 +155,13 @@ class Journal:
 
     def __init__(
         self,
-        miss: Callable[[int, Any], list[list[float]] | None],
+        miss: Callable[[int, Any], Sequence[MutableSequence[float]] | None],
         limit: int = 4096,
         clock: Callable[[], float] | None = None,
     ) -> None:
         self._miss = miss
         self._clock = clock
-        self._hits: dict[Hashable, tuple[int, list[list[float]]]] = {}
+        self._hits: dict[Hashable, tuple[int, Sequence[MutableSequence[float]]]] = {}
         self.limit = limit
         #: Answers added since start.
         self.recorded = 0

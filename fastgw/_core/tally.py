@@ -8,18 +8,18 @@ from typing import TYPE_CHECKING
 
 from . import NO_EXTENSIONS
 
-__all__ = ["COMPILED", "Journal", "PriceBook", "accumulate", "format_usd"]
+__all__ = ["COMPILED", "COST_HEADER", "Journal", "PriceBook", "Sums", "accumulate", "format_usd"]
 
 if TYPE_CHECKING or NO_EXTENSIONS:
-    from ._tally_py import Journal, PriceBook, accumulate, format_usd
+    from ._tally_py import COST_HEADER, Journal, PriceBook, Sums, accumulate, format_usd
 
     COMPILED: bool = False
 else:
     try:
-        from ._tally_c import Journal, PriceBook, accumulate, format_usd
+        from ._tally_c import COST_HEADER, Journal, PriceBook, Sums, accumulate, format_usd
 
         COMPILED = True
     except ImportError:  # not built (e.g. a source checkout): use the reference twin
-        from ._tally_py import Journal, PriceBook, accumulate, format_usd
+        from ._tally_py import COST_HEADER, Journal, PriceBook, Sums, accumulate, format_usd
 
         COMPILED = False

@@ -49,7 +49,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from .._core.tally import Journal, accumulate
+from .._core.tally import Journal, Sums, accumulate
 from ..config.schema import BudgetsConfig
 from ..datadir import SQLiteFile, data_file, transaction
 from ..tasks import stop_task
@@ -152,8 +152,9 @@ _TOTALS = (
     "SUM(cached_tokens), SUM(cost)"
 )
 
-#: One aggregate: requests, estimated, prompt, completion, cached tokens, cost.
-_Sums = list[float]
+#: One aggregate: requests, estimated, prompt, completion, cached tokens, cost (``_core``:
+#: C doubles in the compiled twin).
+_Sums = Sums
 _RowKey = tuple[int, str, str, str, str, str]
 _TagKey = tuple[str, int]
 
@@ -285,7 +286,7 @@ class Ledger:
             if len(into) >= self.max_pending:
                 self.dropped += 1
                 return False
-            into[key] = list(values)
+            into[key] = Sums(values)
             return True
         for i, v in enumerate(values):
             sums[i] += v

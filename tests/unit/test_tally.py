@@ -115,6 +115,22 @@ def test_bill_prices_cached_input_and_counts(tally_impl: ModuleType) -> None:
     assert calls == ["m", "nowhere", "m"]
 
 
+def test_charge_bills_journals_and_adds_the_header(tally_impl: ModuleType) -> None:
+    book = _book(tally_impl, {"m": (1e-6, 5e-7, 2e-6, None)})
+    led = _Ledger()
+    j = tally_impl.Journal(led.sinks, clock=lambda: 0.0)
+    headers: list[tuple[bytes, bytes]] = [(b"content-type", b"application/json")]
+    usd = book.charge("m", (100, 10, 110, 0), headers, j, "k")
+    assert usd == 1e-6 * 100 + 2e-6 * 10
+    assert headers[1] == (tally_impl.COST_HEADER, tally_impl.format_usd(usd))
+    assert headers[1] == (b"x-fastgw-cost-usd", b"0.0001200000")
+    assert book.charge("unknown", (1, 1, 2, 0), headers, j, "k") is None
+    assert len(headers) == 2  # unpriced: no header
+    assert led.rows[0, "k"] == [2.0, 0.0, 101.0, 11.0, 0.0, usd]  # both journaled
+    assert book.charge("m", (1, 0, 1, 0), headers, None, "k") == 1e-6  # no journal
+    assert (book.requests, book.unpriced, j.recorded) == (3, 1, 2)
+
+
 def test_bill_tier_goes_to_the_callback(tally_impl: ModuleType) -> None:
     seen: list[tuple[int, int, int]] = []
 
@@ -215,6 +231,23 @@ def test_journal_sums_per_key_and_minute(tally_impl: ModuleType) -> None:
     assert led.rows[11, ("a", 1)][0] == 2.0
 
 
+def test_journal_keys_by_equality_not_identity(tally_impl: ModuleType) -> None:
+    """Consecutive answers of one key built anew (equal strings, not the same objects) add
+    to the same sums; a key differing in any part has its own."""
+    led = _Ledger()
+    j = tally_impl.Journal(led.sinks, clock=lambda: 0.0)
+    target = object()
+
+    def key(model: str, t: object = target) -> tuple[object, ...]:
+        return (None, t, "".join(["gpt-", model]), "".join(["gpt-", model]))
+
+    for k in [key("4o"), key("4o"), key("4o-mini"), key("4o"), key("4o", object()), key("4o")]:
+        j.add(k, (1, 1, 2, 0), 0.5, False)
+    assert len(led.asked) == 3
+    assert led.rows[0, key("4o")] == [4.0, 0.0, 4.0, 4.0, 0.0, 2.0]
+    assert led.rows[0, key("4o-mini")][0] == 1.0
+
+
 def test_journal_minute_is_floor_division(tally_impl: ModuleType) -> None:
     led = _Ledger()
     now = [-0.5]
@@ -263,6 +296,22 @@ def test_accumulate_adds_to_every_list(tally_impl: ModuleType) -> None:
         tally_impl.accumulate([[0.0] * 5], 1, 1, 1, 0.0, False)
 
 
+def test_sums_index_like_a_list(tally_impl: ModuleType) -> None:
+    s = tally_impl.Sums()
+    assert len(s) == 6 and list(s) == [0.0] * 6 and s == [0.0] * 6
+    s[2] += 5
+    s[-1] = 0.25
+    assert s[2] == 5.0 and s[5] == 0.25 and s == tally_impl.Sums([0, 0, 5, 0, 0, 0.25])
+    assert tuple(s) == (0.0, 0.0, 5.0, 0.0, 0.0, 0.25)
+    with pytest.raises(IndexError):
+        s[6]
+    with pytest.raises(ValueError):
+        tally_impl.Sums([1.0] * 5)
+    lst = [0.0] * 6
+    tally_impl.accumulate([s, lst], 3, 4, 1, 0.5, True)  # Sums and lists alike
+    assert list(s) == [1.0, 1.0, 8.0, 4.0, 1.0, 0.75] and lst == [1.0, 1.0, 3.0, 4.0, 1.0, 0.5]
+
+
 @settings(max_examples=500, deadline=None)
 @given(
     st.lists(
@@ -282,7 +331,10 @@ def test_accumulate_twins_agree(
 ) -> None:
     c = _compiled()
     ours, theirs = list(start), list(start)
+    ours_sums, theirs_sums = c.Sums(start), ref.Sums(start)
     for p, k, q, usd, est in adds:
-        c.accumulate([ours], p, k, q, usd, est)
-        ref.accumulate([theirs], p, k, q, usd, est)
-    assert [_bits(x) for x in ours] == [_bits(x) for x in theirs]
+        c.accumulate([ours, ours_sums], p, k, q, usd, est)
+        ref.accumulate([theirs, theirs_sums], p, k, q, usd, est)
+    want = [_bits(x) for x in theirs]
+    assert [_bits(x) for x in ours] == want
+    assert [_bits(x) for x in ours_sums] == want == [_bits(x) for x in theirs_sums]
