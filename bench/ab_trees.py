@@ -1,5 +1,6 @@
-"""Interleaved A/B of two (or more) checkouts through the real server: c=1 latency p50 and
-req/s at 64 connections, with wrk, several rounds, medians.
+"""Interleaved A/B of two (or more) checkouts through the real server: c=1 latency p50,
+req/s at 64 connections and the gateway's CPU time per request there (user + system, its
+process tree), with wrk, several rounds, medians.
 
 Each round starts each tree's gateway in turn (``python -m fastgw serve`` run from that
 tree, one worker on core 0; the mock upstream and wrk on core 1), so slow phases of a noisy
@@ -31,6 +32,23 @@ if __package__ in (None, ""):  # run as a script: make ``bench.run`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.run import free_port  # after the sys.path fix above
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) used so far by ``pid`` and its descendants."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rpartition(")")[2].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return total
 
 
 def wait_port(port: int, limit_s: float) -> None:
@@ -117,7 +135,7 @@ def main() -> None:
     parser.add_argument("--stream", type=int, default=0, metavar="CHUNKS")
     args = parser.parse_args()
     mock, mock_port = start_mock()
-    results: dict[str, list[tuple[float, float]]] = {t: [] for t in args.trees}
+    results: dict[str, list[tuple[float, float, float]]] = {t: [] for t in args.trees}
     with tempfile.TemporaryDirectory() as tmp:
         cfg = os.path.join(tmp, "gw.yaml")
         with open(cfg, "w") as f:
@@ -143,10 +161,14 @@ def main() -> None:
                         m = re.search(r"50%\s+([\d.]+)(us|ms)", out)
                         assert m is not None, out
                         p50 = float(m.group(1)) * (1000 if m.group(2) == "ms" else 1)
+                        cpu0 = tree_cpu(gw.pid)
                         out = wrk_output(url, script, 64, 4)
+                        cpu = tree_cpu(gw.pid) - cpu0
                         r = re.search(r"Requests/sec:\s+([\d.]+)", out)
-                        assert r is not None, out
-                        results[tree].append((p50, float(r.group(1))))
+                        n = re.search(r"(\d+) requests in", out)
+                        assert r is not None and n is not None, out
+                        us = cpu / max(1, int(n.group(1))) * 1e6
+                        results[tree].append((p50, float(r.group(1)), us))
                     finally:
                         os.killpg(gw.pid, signal.SIGKILL)
                         gw.wait()
@@ -154,11 +176,24 @@ def main() -> None:
             os.killpg(mock.pid, signal.SIGKILL)
             mock.wait()
     for tree, runs in results.items():
-        p50s = [p for p, _ in runs]
-        rps = [r for _, r in runs]
+        p50s = [p for p, _, _ in runs]
+        rps = [r for _, r, _ in runs]
+        cpus = [c for _, _, c in runs]
         print(
             f"{tree}: c=1 p50 median {statistics.median(p50s):.0f} µs {p50s}; "
-            f"req/s median {statistics.median(rps):,.0f} {[round(x) for x in rps]}"
+            f"req/s median {statistics.median(rps):,.0f} {[round(x) for x in rps]}; "
+            f"gateway CPU per request (at 64 connections) median "
+            f"{statistics.median(cpus):.1f} µs {[round(x, 1) for x in cpus]}"
+        )
+    # paired by round (the trees of one round ran back to back, under the same noise)
+    first, *others = args.trees
+    for tree in others:
+        pairs = list(zip(results[tree], results[first], strict=True))
+        rps_ratio = statistics.median(b[1] / a[1] for b, a in pairs)
+        cpu_ratio = statistics.median(b[2] / a[2] for b, a in pairs)
+        print(
+            f"{tree} vs {first}, median of the rounds' ratios: req/s {rps_ratio:.1%}, "
+            f"gateway CPU per request {cpu_ratio:.1%}"
         )
 
 

@@ -39,6 +39,7 @@ if __package__ in (None, ""):  # run as a script: make ``bench.ab_trees`` import
 from bench.ab_trees import (  # after the sys.path fix
     start_gateway,
     start_mock,
+    tree_cpu,
     wait_port,
     wrk_output,
 )
@@ -86,23 +87,6 @@ def pick(configs: dict[str, dict[str, Any]], only: str | None) -> dict[str, dict
     if unknown:
         raise SystemExit(f"unknown variants {unknown}; known: {list(configs)}")
     return {k: v for k, v in configs.items() if k in names}
-
-
-def tree_cpu(pid: int) -> float:
-    """CPU seconds (user + system) used so far by ``pid`` and its descendants."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    todo = [pid]
-    while todo:
-        p = todo.pop()
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rpartition(")")[2].split()
-            total += (int(fields[11]) + int(fields[12])) / tick
-            for task in Path(f"/proc/{p}/task").iterdir():
-                todo += [int(c) for c in (task / "children").read_text().split()]
-        except OSError:
-            continue
-    return total
 
 
 def run_wrk(url: str, script: str, seconds: int, pid: int | None = None) -> tuple[float, float]:
