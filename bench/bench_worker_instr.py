@@ -78,6 +78,25 @@ def worker_total(out_dir: str, part: int) -> int:
     return best
 
 
+def counted(
+    port: int, out_dir: str, warmup: int, requests: int, concurrency: int, idle: float
+) -> float:
+    """Instructions per request of the worker traced into ``out_dir`` (listening on
+    ``port``): ``warmup`` requests, a dump, ``requests`` more, a dump, ``idle`` seconds with
+    no load, a dump; the second dump less the idle rate over as long, per request."""
+    wait_port(port, 120)
+    asyncio.run(send(port, warmup, concurrency))
+    dump()
+    t = time.monotonic()
+    asyncio.run(send(port, requests, concurrency))
+    busy = time.monotonic() - t
+    dump()
+    time.sleep(idle)  # what the worker does with no request, per second
+    dump()
+    per_second_idle = worker_total(out_dir, 3) / (idle + 0.5)
+    return float((worker_total(out_dir, 2) - per_second_idle * busy) / requests)
+
+
 def measure(config: dict[str, object], args: argparse.Namespace, tmp: str) -> float:
     path = os.path.join(tmp, "gw.yaml")
     # the time-driven work (the ledger's flush, the catalog file's check) is left out: under
@@ -109,17 +128,7 @@ def measure(config: dict[str, object], args: argparse.Namespace, tmp: str) -> fl
         start_new_session=True,
     )  # fmt: skip
     try:
-        wait_port(port, 120)
-        asyncio.run(send(port, args.warmup, args.concurrency))
-        dump()
-        t = time.monotonic()
-        asyncio.run(send(port, args.requests, args.concurrency))
-        busy = time.monotonic() - t
-        dump()
-        time.sleep(args.idle)  # what the worker does with no request, per second
-        dump()
-        idle = worker_total(out_dir, 3) / (args.idle + 0.5)
-        return float((worker_total(out_dir, 2) - idle * busy) / args.requests)
+        return counted(port, out_dir, args.warmup, args.requests, args.concurrency, args.idle)
     finally:
         os.killpg(gw.pid, signal.SIGKILL)
         gw.wait()

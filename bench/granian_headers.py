@@ -12,14 +12,12 @@ The apps are this module's ``asgi0``/``asgi6`` and ``rsgi0``/``rsgi6``.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -27,8 +25,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make ``bench.*`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.ab_trees import wait_port  # after the sys.path fix
-from bench.bench_worker_instr import dump, send, worker_total
+from bench.bench_worker_instr import counted  # after the sys.path fix
 from bench.run import free_port
 
 BODY = b'{"ok":true}'
@@ -100,17 +97,7 @@ def measure(app: str, interface: str, requests: int, idle: float) -> float:
         start_new_session=True,
     )  # fmt: skip
     try:
-        wait_port(port, 120)
-        asyncio.run(send(port, 500, 16))
-        dump()
-        t = time.monotonic()
-        asyncio.run(send(port, requests, 16))
-        busy = time.monotonic() - t
-        dump()
-        time.sleep(idle)
-        dump()
-        per_second_idle = worker_total(out, 3) / (idle + 0.5)
-        return float((worker_total(out, 2) - per_second_idle * busy) / requests)
+        return counted(port, out, 500, requests, 16, idle)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
