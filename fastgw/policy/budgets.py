@@ -53,7 +53,7 @@ from ..config.budgetspec import parse_period
 from ..config.schema import BudgetConfig, GatewayConfig
 from ..state import Charge, State, StateUnavailable
 from .keys import Principal
-from .ledger import Ledger, SpendEvent, open_ledger
+from .ledger import Ledger, open_ledger
 from .store import BudgetRecord, to_budget_config
 
 __all__ = [
@@ -61,7 +61,6 @@ __all__ = [
     "Budgets",
     "Period",
     "Reservation",
-    "SpendEvent",
     "Window",
     "counter_key",
     "open_ledger",
@@ -654,11 +653,6 @@ class Budgets:
             tasks = list(self._tasks)
             await asyncio.gather(*tasks, return_exceptions=True)
             self._tasks.difference_update(tasks)
-
-    def record(self, event: SpendEvent) -> None:
-        """Journal a settled request (with or without budgets) to the ledger: queued,
-        written within the flush interval."""
-        self.ledger.record(event)
 
     # -- start, stop, replay ----------------------------------------------------------------
 

@@ -207,39 +207,13 @@ class Ledger:
 
     def record(self, event: SpendEvent) -> None:
         """Queue one settled request (cheap, never blocks: a dict update); written with the
-        next flush."""
-        self.add(
-            event.ts,
-            event.key,
-            event.team,
-            event.tags,
-            event.model,
-            event.target,
-            event.prompt_tokens,
-            event.completion_tokens,
-            event.cached_tokens,
-            event.cost,
-            event.estimated,
-        )
-
-    def add(
-        self,
-        ts: float,
-        key: str | None,
-        team: str | None,
-        tags: tuple[str, ...],
-        model: str,
-        target: str,
-        prompt_tokens: int,
-        completion_tokens: int,
-        cached_tokens: int,
-        cost: float,
-        estimated: bool,
-    ) -> None:
-        """``record`` without building a ``SpendEvent``."""
-        sinks = self.sinks(int(ts // 60), key, team, tags, model, target)
+        next flush. The request path adds through a ``journal`` instead."""
+        e = event
+        sinks = self.sinks(int(e.ts // 60), e.key, e.team, e.tags, e.model, e.target)
         if sinks is not None:
-            accumulate(sinks, prompt_tokens, completion_tokens, cached_tokens, cost, estimated)
+            accumulate(
+                sinks, e.prompt_tokens, e.completion_tokens, e.cached_tokens, e.cost, e.estimated
+            )
             self.recorded += 1
 
     def journal(self, miss: Callable[[int, Any], list[_Sums] | None]) -> Journal:

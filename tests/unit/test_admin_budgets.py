@@ -186,9 +186,9 @@ def event(at: str, cost: float, key: str | None = "alice", **kw: Any) -> SpendEv
 
 async def test_spend_by_key_team_model_and_tag(setup: Setup) -> None:
     b = setup.budgets
-    b.record(event("2026-11-22T10:00:00", 0.5))
-    b.record(event("2026-11-23T10:30:00", 0.25, model="cheap-1"))
-    b.record(event("2026-11-23T11:30:00", 1.0, key=None, team=None, tags=()))
+    b.ledger.record(event("2026-11-22T10:00:00", 0.5))
+    b.ledger.record(event("2026-11-23T10:30:00", 0.25, model="cheap-1"))
+    b.ledger.record(event("2026-11-23T11:30:00", 1.0, key=None, team=None, tags=()))
     # not flushed yet: the API writes this worker's queue before reading
     q = "since=2026-11-22&until=2026-11-24"
     a = await call(setup.app, "GET", f"/admin/spend?by=key&{q}")

@@ -558,7 +558,7 @@ async def test_replay_after_a_restart_keeps_the_spend(tmp_path: os.PathLike[str]
         r = await b.reserve(p, "smart", 0.5)
         assert r is not None
         await r.settle(cost)
-        b.record(event("alice", cost, clock.now, team="research", tags=("batch",)))
+        b.ledger.record(event("alice", cost, clock.now, team="research", tags=("batch",)))
     await b.stop()  # flushes the ledger, closes it
     # a restart: a new worker, a new (empty) state, the same ledger file
     second = Ledger(path)
@@ -587,7 +587,7 @@ async def test_replay_never_double_counts_a_surviving_counter(
     r = await b.reserve(principal(cfg), "smart", 0.5)
     assert r is not None
     await r.settle(0.4)
-    b.record(event("alice", 0.4, clock.now))
+    b.ledger.record(event("alice", 0.4, clock.now))
     await b.stop()
     b2, _ = make(cfg, Ledger(path), state)
     await b2.start()
@@ -603,9 +603,9 @@ async def test_a_crash_loses_only_what_was_not_flushed(tmp_path: os.PathLike[str
     b, clock = make(cfg, ledger)
     await b.start()
     for _ in range(3):
-        b.record(event("alice", 0.5, clock.now))
+        b.ledger.record(event("alice", 0.5, clock.now))
     await ledger.flush()
-    b.record(event("alice", 0.25, clock.now))  # settled, not flushed yet
+    b.ledger.record(event("alice", 0.25, clock.now))  # settled, not flushed yet
     await ledger.close(flush=False)  # the crash
     reader = Ledger(path)
     try:
@@ -621,8 +621,8 @@ async def test_a_budget_set_at_run_time_counts_the_period_so_far(ledger: Ledger)
     cfg = config()
     b, clock = make(cfg, ledger)
     await b.start()
-    b.record(event("alice", 0.75, clock.now - 3600))
-    b.record(event("alice", 5.0, ts("2026-11-22T12:00:00")))  # yesterday: another period
+    b.ledger.record(event("alice", 0.75, clock.now - 3600))
+    b.ledger.record(event("alice", 5.0, ts("2026-11-22T12:00:00")))  # yesterday: another period
     await ledger.flush()
     b.update([BudgetRecord(kind="key", name="alice", usd=1, period="daily", created_at=now_iso())])
     assert b.active
@@ -638,7 +638,7 @@ async def test_metrics_and_prometheus(ledger: Ledger) -> None:
     r = await b.reserve(principal(cfg), "smart", 0.1)
     assert r is not None
     await r.settle(0.05)
-    b.record(event("alice", 0.05, clock.now))
+    b.ledger.record(event("alice", 0.05, clock.now))
     m = b.metrics()
     assert m["reservations"] == 1 and m["settlements"] == 1 and m["budgets"] == 1
     assert m["ledger_recorded"] == 1 and m["ledger_pending"] == 1
