@@ -95,9 +95,7 @@ class Meter:
         #: The per-token prices of the models billed, for the current catalog, and what
         #: was billed since start (``_core``: a bill is one compiled call).
         self.book = PriceBook(self._price_of, cost)
-        #: Bodies up to this many bytes fit every context window of the catalog (no estimate
-        #: is needed to know it).
-        self.always_fits = self._always_fits()
+        self._windows()
         self.holder.on_swap(self._fresh)
         self._task: asyncio.Task[None] | None = None
         #: Answers billed since start with usage the gateway estimated.
@@ -112,7 +110,8 @@ class Meter:
         task, self._task = self._task, None
         await stop_task(task)
 
-    def _always_fits(self) -> int:
+    def _windows(self) -> None:
+        """What the request path tests inline, from the current catalog's windows."""
         windows = [e.context_window for e in self.holder.current.entries.values()]
         #: The smallest context window of the catalog: a prompt estimated below it fits
         #: every target (``fitting`` has nothing to look up) …
@@ -122,14 +121,16 @@ class Meter:
         while n > 0 and n * (1.0 - ESTIMATE_BOUND) > self.smallest_window:
             n -= 1
         self.fits_estimate = n
-        return int(self.smallest_window / (OVERFLOW_FACTOR * (1.0 - ESTIMATE_BOUND)))
+        #: Bodies up to this many bytes fit every context window of the catalog (no
+        #: estimate is needed to know it).
+        self.always_fits = int(self.smallest_window / (OVERFLOW_FACTOR * (1.0 - ESTIMATE_BOUND)))
 
     def _fresh(self) -> None:
         """A new catalog was swapped in (``CatalogHolder.on_swap``): forget what was looked
         up in the old one."""
         self._entries = {}
         self.book.clear()
-        self.always_fits = self._always_fits()
+        self._windows()
 
     def entry(self, model: str) -> ModelEntry | None:
         """The catalog entry of an upstream model name (aliases and prefixes resolved)."""
