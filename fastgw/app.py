@@ -255,7 +255,7 @@ class _Bill:
         a body that just ended) is completed with the text delivered, as a cut one."""
         final = getattr(self.sent.relay, "usage_final", True)
         usd = self.settle(self.stream_usage(), cut=not final)
-        return b"" if usd is None else b": x-fastgw-cost-usd=%s\n\n" % format_usd(usd)
+        return b"" if usd is None else b": %s=%s\n\n" % (COST_HEADER, format_usd(usd))
 
 
 #: What an answer was billed: the target that gave it, the usage (reported or estimated),
